@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs every Debian package moeforge needs. Idempotent, non-interactive, quiet on success.
+# Fails loudly when the active libblas.so.3 is not OpenBLAS (netlib BLAS makes fp32 GEMM ~20x slower).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libtorch-dev            # tensor + autograd core (1.13 on bookworm)
+  libopenblas0-pthread    # fast BLAS behind libtorch's fp32 GEMM
+  libgloo-dev             # c10d Gloo headers (distributed on CPU)
+  nlohmann-json3-dev      # JSON
+  libcli11-dev            # command line
+  libpcre2-dev            # tokenizer regexes (Llama-3/Qwen2 need look-ahead)
+  libsentencepiece-dev    # tokenizer.model (Llama-2, Mistral)
+  libyaml-cpp-dev         # custom evaluation tasks
+  coinor-libcbc-dev       # HEMoE MIP
+  libmetis-dev            # co-activation graph partition
+  libgtest-dev libbenchmark-dev
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  log=$(mktemp)
+  if ! { $SUDO apt-get update -qq && \
+         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install-deps: apt-get failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+fi
+
+# OpenBLAS must be the active libblas.so.3 alternative.
+alt="libblas.so.3-$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
+active=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value:/{print $2}')
+case "$active" in
+  *openblas*) ;;
+  *)
+    candidate=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
+    if [ -n "$candidate" ]; then $SUDO update-alternatives --set "$alt" "$candidate" >/dev/null; fi
+    active=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value:/{print $2}')
+    case "$active" in
+      *openblas*) ;;
+      *) echo "install-deps: ERROR: active libblas.so.3 is '${active:-none}', not OpenBLAS; fp32 GEMM would be ~20x slower" >&2
+         exit 1 ;;
+    esac
+    ;;
+esac

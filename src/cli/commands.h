@@ -1,0 +1,22 @@
+// Every subcommand lives in its own file src/cli/cmd_<name>.cpp and registers itself here.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <vector>
+
+namespace mf::cli {
+
+// Global options every command sees (parsed before the command runs).
+struct GlobalOptions {
+  int threads = 0;  // 0 = all cores
+  std::string log_level = "info";
+  bool quiet = false;
+};
+
+// Each add_* creates its subcommand on `app` and sets its callback. The callback throws
+// mf::Error for user mistakes; main() turns that into `error: ...` and exit 1.
+
+inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
+}
+
+}  // namespace mf::cli

@@ -1,0 +1,162 @@
+#include "util/fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace mf {
+
+namespace {
+std::string unique_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  return ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+}
+std::string errno_text() { return std::strerror(errno); }
+}  // namespace
+
+bool path_exists(const std::string& path) {
+  std::error_code ec;
+  return fs::exists(path, ec);
+}
+
+bool is_directory(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec);
+}
+
+uint64_t file_size(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail_file(path, "cannot stat: " + errno_text());
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::string path_join(const std::string& a, const std::string& b) { return (fs::path(a) / b).string(); }
+std::string parent_dir(const std::string& path) {
+  auto p = fs::path(path).parent_path().string();
+  return p.empty() ? "." : p;
+}
+std::string base_name(const std::string& path) { return fs::path(path).filename().string(); }
+
+std::string read_file(const std::string& path) {
+  if (is_directory(path)) fail_file(path, "is a directory, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_file(path, path_exists(path) ? "cannot open for reading" : "no such file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail_file(path, "read error");
+  return ss.str();
+}
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  temp_ = path_ + unique_suffix();
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail_file(path_, "cannot create: " + errno_text());
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(temp_.c_str());
+  }
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail_file(path_, "write failed: " + errno_text());
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void AtomicFile::commit() {
+  if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+    fd_ = -1;
+    ::unlink(temp_.c_str());
+    fail_file(path_, "write failed: " + errno_text());
+  }
+  fd_ = -1;
+  if (::rename(temp_.c_str(), path_.c_str()) != 0) {
+    ::unlink(temp_.c_str());
+    fail_file(path_, "cannot rename into place: " + errno_text());
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  AtomicFile f(path);
+  f.write(content.data(), content.size());
+  f.commit();
+}
+
+AtomicDir::AtomicDir(std::string path) : final_(std::move(path)) {
+  while (!final_.empty() && final_.size() > 1 && final_.back() == '/') final_.pop_back();
+  std::string parent = parent_dir(final_);
+  if (!is_directory(parent)) make_dirs(parent);
+  temp_ = final_ + unique_suffix();
+  std::error_code ec;
+  fs::create_directory(temp_, ec);
+  if (ec) fail_file(final_, "cannot create output directory: " + ec.message());
+}
+
+AtomicDir::~AtomicDir() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(temp_, ec);
+  }
+}
+
+void AtomicDir::commit() {
+  std::error_code ec;
+  std::string old;
+  if (fs::exists(final_, ec)) {
+    old = final_ + unique_suffix();
+    fs::rename(final_, old, ec);
+    if (ec) fail_file(final_, "cannot replace existing output: " + ec.message());
+  }
+  fs::rename(temp_, final_, ec);
+  if (ec) fail_file(final_, "cannot rename output into place: " + ec.message());
+  committed_ = true;
+  if (!old.empty()) fs::remove_all(old, ec);
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) fail_file(path, "cannot create directory: " + ec.message());
+}
+
+void remove_all(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+void copy_file(const std::string& from, const std::string& to) {
+  std::string bytes = read_file(from);
+  write_file_atomic(to, bytes);
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(path, ec)) out.push_back(e.path().filename().string());
+  if (ec) fail_file(path, "cannot list directory: " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace mf

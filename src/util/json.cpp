@@ -1,0 +1,72 @@
+#include "util/json.h"
+
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace mf {
+
+json parse_json(const std::string& text, const std::string& origin) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
+    auto pos = what.find("] ");
+    fail_file(origin, "invalid JSON: " + one_line(pos == std::string::npos ? what : what.substr(pos + 2)));
+  }
+}
+
+json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
+
+void write_json_file(const std::string& path, const json& value) { write_file_atomic(path, value.dump(2) + "\n"); }
+
+namespace {
+template <typename T>
+const char* type_name();
+template <> const char* type_name<int64_t>() { return "an integer"; }
+template <> const char* type_name<int>() { return "an integer"; }
+template <> const char* type_name<double>() { return "a number"; }
+template <> const char* type_name<bool>() { return "a boolean"; }
+template <> const char* type_name<std::string>() { return "a string"; }
+
+template <typename T>
+bool has_type(const json& v) {
+  if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
+  else if constexpr (std::is_integral_v<T>) return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
+  else if constexpr (std::is_floating_point_v<T>) return v.is_number();
+  else return v.is_string();
+}
+}  // namespace
+
+template <typename T>
+T json_get(const json& j, const std::string& key, const std::string& origin) {
+  if (!j.is_object()) fail_file(origin, "expected a JSON object");
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) fail_file(origin, "missing key '" + key + "'");
+  if (!has_type<T>(*it)) fail_file(origin, "key '" + key + "' must be " + type_name<T>());
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+    return static_cast<T>(it->is_number_float() ? static_cast<int64_t>(it->get<double>()) : it->get<int64_t>());
+  else
+    return it->get<T>();
+}
+
+template <typename T>
+T json_get_or(const json& j, const std::string& key, const T& fallback, const std::string& origin) {
+  if (!j.is_object()) fail_file(origin, "expected a JSON object");
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  return json_get<T>(j, key, origin);
+}
+
+template int64_t json_get<int64_t>(const json&, const std::string&, const std::string&);
+template int json_get<int>(const json&, const std::string&, const std::string&);
+template double json_get<double>(const json&, const std::string&, const std::string&);
+template bool json_get<bool>(const json&, const std::string&, const std::string&);
+template std::string json_get<std::string>(const json&, const std::string&, const std::string&);
+template int64_t json_get_or<int64_t>(const json&, const std::string&, const int64_t&, const std::string&);
+template int json_get_or<int>(const json&, const std::string&, const int&, const std::string&);
+template double json_get_or<double>(const json&, const std::string&, const double&, const std::string&);
+template bool json_get_or<bool>(const json&, const std::string&, const bool&, const std::string&);
+template std::string json_get_or<std::string>(const json&, const std::string&, const std::string&, const std::string&);
+
+}  // namespace mf

@@ -1,0 +1,11 @@
+// Intra-op thread setup. Debian's libtorch defaults to ONE thread, so every entry point
+// calls this explicitly (`--threads`, default: all cores).
+#pragma once
+
+namespace mf {
+
+// n <= 0 means all cores. Returns the number of threads in effect.
+int setup_threads(int n);
+int hardware_threads();
+
+}  // namespace mf
