@@ -168,10 +168,11 @@ FOLDOC_DATE = re.compile(r"\s*\(\d{4}-\d{2}-\d{2}\)\s*$")
 
 
 def parse_foldoc(text):
-    """FOLDOC entry -> (term, definition). First line is the term."""
-    lines = text.strip("\n").split("\n")
-    term = lines[0].strip()
-    body = reflow("\n".join(lines[1:]))
+    """FOLDOC entry -> (term, definition). The lines before the first blank line are the
+    term and its aliases (the aliases reappear in the definition, so they are dropped)."""
+    head, _, body = text.strip("\n").partition("\n\n")
+    term = head.split("\n")[0].strip()
+    body = reflow(body)
     body = FOLDOC_DATE.sub("", body)
     body = re.sub(r"<[a-z][a-z0-9 ,.&/-]*>\s*", "", body)  # category tags like <language>
     body = strip_braces(body).strip()
@@ -410,7 +411,9 @@ def src_legal(root, packages):
         path = find(root, pkg, "usr/share/doc/%s/copyright" % pkg)
         if path is None:
             continue
-        t = reflow(read_text(path))
+        # DEP-5 copyright files are structured (Field: value); keep their lines
+        t = "\n".join(l.rstrip() for l in read_text(path).split("\n"))
+        t = re.sub(r"\n{3,}", "\n\n", t).strip()
         if len(t) >= 40:
             units.append(dict(text=t, source=pkg, group="copyright:" + pkg, meta=None))
     return units
@@ -486,8 +489,10 @@ def cap_units(units, max_bytes):
     return kept, total, sum(len(u["text"].encode("utf-8")) for u in kept)
 
 
-def group_units(units, domain, sep="\n\n", min_doc=MIN_DOC):
+def group_units(units, domain, sep="\n\n", min_doc=None):
     """Merge consecutive units of one group into documents of at least min_doc bytes."""
+    if min_doc is None:
+        min_doc = MIN_DOC
     docs = []
     cur, cur_len, cur_group = [], 0, None
 
@@ -609,7 +614,7 @@ def task_wordnet_define(docs):
             if not s:
                 continue
             gold = s["words"][0].lower()
-            if not gold.isalpha():
+            if not gold.isalpha() or len(s["definition"]) < 15:
                 continue  # single plain words only: multi-word choices are a giveaway
             if re.search(r"(?<![\w])" + re.escape(gold) + r"(?![\w])", s["definition"], re.I):
                 continue  # the gloss gives the word away
@@ -856,13 +861,17 @@ def build(args):
 
 
 def main():
+    global MIN_DOC
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True, help="directory of extracted packages")
     ap.add_argument("--packages", required=True, help="packages.json: name -> version info")
     ap.add_argument("--kjv", required=True, help="verse listing, one 'Ge1:1 text' per line")
     ap.add_argument("--out", required=True)
     ap.add_argument("--domains", default=None, help="comma-separated subset (default: all)")
+    ap.add_argument("--min-doc-bytes", type=int, default=MIN_DOC,
+                    help="merge consecutive small entries up to this size (default %(default)s)")
     args = ap.parse_args()
+    MIN_DOC = max(1, args.min_doc_bytes)
     try:
         build(args)
     except (CorpusError, OSError, ValueError, KeyError) as e:
