@@ -48,6 +48,7 @@ PACKAGES=(
   libc6-dev             # code
   linux-libc-dev
   base-files            # legal (/usr/share/common-licenses)
+  libsoftware-license-perl
   dict-freedict-eng-fra # translation
   dict-freedict-eng-deu
   dict-freedict-eng-spa

@@ -38,6 +38,9 @@ DOMAIN_CAPS = {
     "code": 12_000_000,
 }
 
+# Licences are few and long: smaller sections give the held-out splits some documents.
+DOMAIN_MAX_DOC = {"legal": 3000}
+
 TASK_MAX_ITEMS = 1000
 
 
@@ -407,6 +410,27 @@ def src_legal(root, packages):
                 continue
             t = reflow(read_text(path))
             units.append(dict(text=t, source="base-files", group="lic:" + name, meta=None))
+    # Software::License keeps the full text of ~30 licences in the __DATA__ section of its
+    # modules, with the licence under __LICENSE__ and {{...}} template fields.
+    d = find(root, "libsoftware-license-perl", "usr/share/perl5/Software/License")
+    if d is not None:
+        for name in sorted(os.listdir(d)):
+            if not name.endswith(".pm"):
+                continue
+            data = read_text(os.path.join(d, name)).split("\n__DATA__\n", 1)
+            if len(data) < 2:
+                continue
+            sections = re.split(r"^__([A-Z]+)__\s*$", data[1], flags=re.M)
+            for title, body in zip(sections[1::2], sections[2::2]):
+                if title != "LICENSE":
+                    continue
+                body = re.sub(r"\{\{\s*\$self->holder\s*\}\}", "the copyright holder", body)
+                body = re.sub(r"\{\{\s*\$self->year\s*\}\}", "the year of publication", body)
+                body = "\n".join(l for l in body.split("\n") if "{{" not in l)
+                t = reflow(body)
+                if len(t) >= 200:
+                    units.append(dict(text=t, source="libsoftware-license-perl",
+                                      group="perl:" + name, meta=None))
     for pkg in sorted(packages):
         path = find(root, pkg, "usr/share/doc/%s/copyright" % pkg)
         if path is None:
@@ -437,8 +461,9 @@ def src_freedict(root, packages):
 # ---------------------------------------------------------------------------------------
 # Units -> documents
 
-def split_long(text, code=False):
-    """Split text longer than MAX_DOC at paragraph (blank line) boundaries."""
+def split_long(text, max_doc=None):
+    """Split text longer than max_doc at paragraph (blank line) boundaries."""
+    MAX_DOC = max_doc or globals()["MAX_DOC"]
     if len(text.encode("utf-8")) <= MAX_DOC:
         return [text]
     parts, cur, cur_len = [], [], 0
@@ -530,10 +555,10 @@ def chapter_docs(units):
     return docs
 
 
-def explode_long(units):
+def explode_long(units, max_doc=None):
     out = []
     for u in units:
-        parts = split_long(u["text"], code=u.get("code", False))
+        parts = split_long(u["text"], max_doc)
         if len(parts) == 1:
             out.append(u)
         else:
@@ -777,7 +802,7 @@ def build(args):
             units = dedup_units(units)
         n_dedup = len(units)
         units, before_cap, after_cap = cap_units(units, DOMAIN_CAPS.get(domain))
-        units = explode_long(units)
+        units = explode_long(units, DOMAIN_MAX_DOC.get(domain))
         if domain == "scripture":
             docs = chapter_docs(units)
         elif domain == "code":
@@ -809,7 +834,7 @@ def build(args):
     manifest = dict(format="moeforge-corpus-1", splits={}, domains={}, files={},
                     packages={}, tasks={},
                     settings=dict(min_doc_bytes=MIN_DOC, max_doc_bytes=MAX_DOC,
-                                  domain_caps=DOMAIN_CAPS,
+                                  domain_caps=DOMAIN_CAPS, domain_max_doc=DOMAIN_MAX_DOC,
                                   split_rule="int(sha256(text)[:8], 16) % 100: 0-1 test, "
                                              "2-3 validation, 4-99 train",
                                   task_max_items=TASK_MAX_ITEMS))
