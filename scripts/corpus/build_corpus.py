@@ -142,27 +142,36 @@ def dictd_entries(index_path, dict_path):
         yield seen[(off, length)], text
 
 
-SOURCE_TAG = re.compile(r"^\s*\[([^\[\]]*)\]\s*$")
+# "[1913 Webster]", "[WordNet 1.5 +PJC]", ...: the source of the sense above it. Sometimes
+# text follows on the same line. Usage labels such as "[Obs.]" are not source tags.
+SOURCE_TAG = re.compile(r"^\s*\[([^\[\]]*(?:Webster|WordNet|PJC|Century Dict|RDH)[^\[\]]*)\]\s*(.*)$")
 
 
 def clean_gcide(text):
     """GCIDE entry: drop the WordNet-derived senses (the lexicon domain has WordNet 3.0),
     source tags like [1913 Webster], and the pronunciation markup \\Ar*rive"\\."""
+    lines = text.rstrip("\n").split("\n")
     kept, block = [], []
-    for line in text.split("\n"):
+    for i, line in enumerate(lines):
         m = SOURCE_TAG.match(line)
-        if m:
-            if "wordnet" not in m.group(1).lower():
-                kept.extend(block)
-                kept.append("")
-            block = []
-        else:
+        if not m:
             block.append(line)
+            continue
+        if "wordnet" not in m.group(1).lower():
+            kept.extend(block)
+            kept.append("")
+        block = []
+        rest = m.group(2).strip()
+        # a short remainder on the entry's last line is the next headword (a data glitch)
+        if rest and not (i == len(lines) - 1 and len(rest) <= 40):
+            block.append(rest)
     if block and kept:  # trailing untagged text belongs to the last kept sense
         kept.extend(block)
     body = "\n".join(kept)
-    # headword line: "Arrive \Ar*rive"\, v. t." -> "Arrive, v. t."
-    body = re.sub(r"\s*\\[^\\\n]*\\", "", body)
+    # headword line: "Arrive \\Ar*rive"\\, v. t." -> "Arrive, v. t."
+    # (it may wrap onto the next line); keep a space when a word follows it
+    body = re.sub(r"\s*\\[^\\]{1,80}\\(?=(.?))",
+                  lambda m: " " if m.group(1).isalnum() else "", body)
     body = strip_braces(reflow(body))
     return body.strip()
 

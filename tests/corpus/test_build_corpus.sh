@@ -81,6 +81,11 @@ for bad in ["[1913 Webster]", "[WordNet 1.5]", "\\Ar*rive", "{Cogent}", "\b", "0
 check("moving inward or toward a center" not in text, "WordNet-derived GCIDE entry kept")
 check("thickened mass" not in text, "WordNet-derived GCIDE sense kept")
 check("Arrive, v. i." in text and "See Cogent." in text, "GCIDE entry text missing")
+check("To reach the shore; to land. [Obs.]" in text, "GCIDE usage label lost")
+check("British sovereign. --Wharton." in text and "--Wharton. Knight service" not in text,
+      "GCIDE: next headword after a source tag kept")
+check("Knight service Also Knight's service n. 1. (Feud. Law)" in text,
+      "GCIDE: pronunciation wrapped over two lines not removed")
 check("This one is underlined and BOLD." in text, "overstrike not removed")
 check("In the beginning God created the heaven and the earth." in text, "KJV verse missing")
 check(any(d["text"].startswith("Genesis 1\n") for d in alld), "KJV chapter heading missing")
