@@ -74,12 +74,16 @@ def hash_fraction(text):
     return int(sha256_hex("cap:" + text)[:12], 16) / float(16 ** 12)
 
 
-def read_text(path):
+def read_bytes(path):
     with open(path, "rb") as f:
         data = f.read()
     if path.endswith(".gz") or path.endswith(".dz"):
         data = gzip.decompress(data)
-    return data.decode("utf-8", errors="replace")
+    return data
+
+
+def read_text(path):
+    return read_bytes(path).decode("utf-8", errors="replace")
 
 
 def reflow(text):
@@ -115,7 +119,7 @@ def b64num(s):
 
 def dictd_entries(index_path, dict_path):
     """Yield (headword, text) in file order, one per distinct (offset, length)."""
-    data = read_text(dict_path).encode("utf-8")
+    data = read_bytes(dict_path)  # offsets are byte offsets: no decoding before slicing
     seen = {}
     with open(index_path, "rb") as f:
         for lineno, raw in enumerate(f, 1):

@@ -82,6 +82,9 @@ check("moving inward or toward a center" not in text, "WordNet-derived GCIDE ent
 check("thickened mass" not in text, "WordNet-derived GCIDE sense kept")
 check("Arrive, v. i." in text and "See Cogent." in text, "GCIDE entry text missing")
 check("To reach the shore; to land. [Obs.]" in text, "GCIDE usage label lost")
+check("2. To come (\ufffd\ufffd); said of time" in text, "invalid UTF-8 not replaced")
+check(not any(w in d["text"] for d in alld if d["domain"] == "dictionary"
+              for w in ["Webster", "WordNet", "[19"]), "GCIDE source tag (or misaligned entry)")
 check("British sovereign. --Wharton." in text and "--Wharton. Knight service" not in text,
       "GCIDE: next headword after a source tag kept")
 check("Knight service Also Knight's service n. 1. (Feud. Law)" in text,
