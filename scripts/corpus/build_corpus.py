@@ -151,6 +151,24 @@ def dictd_entries(index_path, dict_path):
 SOURCE_TAG = re.compile(r"^\s*\[([^\[\]]*(?:Webster|WordNet|PJC|Century Dict|RDH)[^\[\]]*)\]\s*(.*)$")
 
 
+GCIDE_ACCENTS = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "=": "\u0304", "~": "\u0303"}
+GCIDE_SYMBOLS = {"ae": "æ", "AE": "Æ", "oe": "œ", "OE": "Œ", "eth": "ð", "thorn": "þ",
+                 "deg": "°", "sect": "§", ",c": "ç", "imac": "ī", "ntilde": "ñ", "frac12": "½"}
+
+
+def gcide_chars(text):
+    """GCIDE's ASCII codes for letters: ['e] -> é, [=a] -> ā, [ae] -> æ, [thorn] -> þ, ...
+    Codes whose meaning is ambiguous here (breves, [a^]) are left as they are."""
+    def sub(m):
+        code = m.group(1)
+        if code in GCIDE_SYMBOLS:
+            return GCIDE_SYMBOLS[code]
+        if len(code) == 2 and code[0] in GCIDE_ACCENTS and code[1].isalpha():
+            return unicodedata.normalize("NFC", code[1] + GCIDE_ACCENTS[code[0]])
+        return m.group(0)
+    return re.sub(r"\[([^\[\]\s]{2,6})\]", sub, text)
+
+
 def clean_gcide(text):
     """GCIDE entry: drop the WordNet-derived senses (the lexicon domain has WordNet 3.0),
     source tags like [1913 Webster], and the pronunciation markup \\Ar*rive"\\."""
@@ -172,6 +190,10 @@ def clean_gcide(text):
     if block and kept:  # trailing untagged text belongs to the last kept sense
         kept.extend(block)
     body = "\n".join(kept)
+    # pronunciation in parentheses on a (non-indented) headword line:
+    # "Renal (r[=e]"nal), a." -> "Renal, a."
+    body = re.sub(r"^([^\s(][^(\n]*?) \([^()\n]*[\"*`?\[][^()\n]*\)", r"\1", body, flags=re.M)
+    body = gcide_chars(body)
     # headword line: "Arrive \\Ar*rive"\\, v. t." -> "Arrive, v. t."
     # (it may wrap onto the next line); keep a space when a word follows it
     body = re.sub(r"\s*\\[^\\]{1,80}\\(?=(.?))",

@@ -82,6 +82,8 @@ check("moving inward or toward a center" not in text, "WordNet-derived GCIDE ent
 check("thickened mass" not in text, "WordNet-derived GCIDE sense kept")
 check("Arrive, v. i." in text and "See Cogent." in text, "GCIDE entry text missing")
 check("To reach the shore; to land. [Obs.]" in text, "GCIDE usage label lost")
+check("Renal, a. [L. renalis" in text and "cf. F. rénal." in text and "the Phœnix of" in text,
+      "GCIDE pronunciation in parentheses or letter codes")
 check("2. To come (\ufffd\ufffd); said of time" in text, "invalid UTF-8 not replaced")
 check(not any(w in d["text"] for d in alld if d["domain"] == "dictionary"
               for w in ["Webster", "WordNet", "[19"]), "GCIDE source tag (or misaligned entry)")
