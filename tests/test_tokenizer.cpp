@@ -425,3 +425,37 @@ TEST(TokenizerChat, ChatMLWithQwenDefaultSystem) {
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
   EXPECT_THROW(render_chat(ChatTemplate{}, {{"user", "x"}}, true), Error);
 }
+
+// ---- loading paths and the CLI ---------------------------------------------------------
+
+TEST(TokenizerLoad, FilePathsAndDirectories) {
+  auto by_file = Tokenizer::load(kData + "/gpt2/vocab.json");
+  EXPECT_EQ(by_file->kind(), "gpt2-vocab-merges");
+  EXPECT_EQ(by_file->encode(" Hello world"), gpt2().encode(" Hello world"));
+  auto spm_dir = Tokenizer::load(kData + "/llama2-spm");
+  EXPECT_EQ(spm_dir->kind(), "sentencepiece");
+  std::string empty = testing::TempDir() + "/mf_tok_empty";
+  make_dirs(empty);
+  EXPECT_NE(load_error(empty).find("no tokenizer.json, vocab.json + merges.txt or tokenizer.model"), std::string::npos);
+}
+
+TEST(TokenizerLoad, CliTokenizeMatchesVectors) {
+  // "Hello world" is one of the vector strings: the CLI (and, for SPM, the dlopen()ed
+  // libsentencepiece shim) must print the reference ids.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"llama-spm", kData + "/llama2-spm/tokenizer.model"}, {"llama-bpe", kData + "/llama3"}, {"gpt-2", kData + "/gpt2"}};
+  for (const auto& [vec, path] : cases) {
+    Vectors v = read_vectors(vec);
+    auto it = std::find(v.inputs.begin(), v.inputs.end(), "Hello world");
+    ASSERT_NE(it, v.inputs.end());
+    const auto& want = v.ids[size_t(it - v.inputs.begin())];
+    std::string cmd = std::string(MOEFORGE_BIN) + " tokenize " + path + " --text 'Hello world' --ids-only 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[512];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    EXPECT_EQ(WEXITSTATUS(pclose(p)), 0) << out;
+    EXPECT_EQ(" " + out, ids_str(want) + "\n") << vec;
+  }
+}
