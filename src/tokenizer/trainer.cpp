@@ -79,10 +79,18 @@ void BpeTrainer::add_text(const std::string& text) {
   std::vector<std::unordered_map<std::string, int64_t>> partial(n_threads);
   std::atomic<int> next{0};
   std::exception_ptr error;
-  std::mutex error_mu;
+  std::mutex error_mu, bar_mu;
+  std::unique_ptr<Progress> bar;
+  if (opt_.progress && text.size() >= (8u << 20)) bar = std::make_unique<Progress>("counting", int64_t(text.size()), "B");
   auto worker = [&](int t) {
     try {
-      for (int c; (c = next.fetch_add(1)) < n_chunks;) count_chunk(text, bounds[c], bounds[c + 1], partial[t]);
+      for (int c; (c = next.fetch_add(1)) < n_chunks;) {
+        count_chunk(text, bounds[c], bounds[c + 1], partial[t]);
+        if (bar) {
+          std::lock_guard<std::mutex> lock(bar_mu);
+          bar->advance(int64_t(bounds[c + 1] - bounds[c]));
+        }
+      }
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mu);
       if (!error) error = std::current_exception();
@@ -95,6 +103,7 @@ void BpeTrainer::add_text(const std::string& text) {
     for (int t = 0; t < n_threads; ++t) threads.emplace_back(worker, t);
     for (auto& th : threads) th.join();
   }
+  if (bar) bar->finish();
   if (error) std::rethrow_exception(error);
   for (auto& p : partial)
     for (auto& [w, c] : p) counts_[w] += c;
