@@ -183,3 +183,19 @@ TEST(MoeRouting, RouterRunsInFp32ForBf16Input) {
   EXPECT_EQ(o.logits.scalar_type(), at::kFloat);
   EXPECT_EQ(o.gates.scalar_type(), at::kFloat);
 }
+
+TEST(MoeRouting, SigmoidScoresWithRenormalisation) {
+  torch::manual_seed(13);
+  at::Tensor w = at::randn({5, 6});
+  at::Tensor x = at::randn({4, 6});
+  SelectionConfig sel;
+  sel.k = 2;
+  sel.gate = GateMode::Renorm;
+  LinearRouter r(w, sel, ScoreFn::Sigmoid);
+  RouterOutput o = r->route(x, false);
+  at::Tensor s = at::sigmoid(at::mm(x, w.t()));
+  EXPECT_LT((o.probs - s).abs().max().item<float>(), 1e-6);
+  at::Tensor sel_s = s.gather(1, o.idx);
+  EXPECT_LT((o.gates - sel_s / sel_s.sum(1, true)).abs().max().item<float>(), 1e-6);
+  EXPECT_TRUE((std::get<0>(sel_s.min(1)) >= std::get<0>(s.topk(2, 1)).select(1, 1) - 1e-7).all().item<bool>());
+}

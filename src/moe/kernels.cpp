@@ -36,33 +36,34 @@ inline A act_scalar(A v, Act act) {
 
 }  // namespace
 
-at::Tensor expert_activation(const at::Tensor& h_in, const at::Tensor& b_in, int64_t f, bool gated, Act act) {
-  const at::Tensor h = h_in.contiguous();
-  const int64_t n = h.size(0), w = h.size(1);
-  TORCH_CHECK(w == (gated ? 2 : 1) * f, "expert_activation: width mismatch");
-  at::Tensor out = at::empty({n, f}, h.options());
-  const bool dbl = h.scalar_type() == at::kDouble;
-  at::Tensor b;
-  if (b_in.defined()) b = b_in.to(dbl ? at::kDouble : at::kFloat).contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, h.scalar_type(), "expert_activation", [&] {
-    using A = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-    const scalar_t* hp = h.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const A* bp = b.defined() ? b.data_ptr<A>() : nullptr;
-    at::parallel_for(0, n, std::max<int64_t>(1, 4096 / std::max<int64_t>(f, 1)), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* hr = hp + r * w;
-        scalar_t* o = op + r * f;
-        for (int64_t c = 0; c < f; ++c) {
-          A g = static_cast<A>(hr[c]) + (bp ? bp[c] : A(0));
-          A v = act_scalar(g, act);
-          if (gated) v *= static_cast<A>(hr[f + c]) + (bp ? bp[f + c] : A(0));
-          o[c] = static_cast<scalar_t>(v);
-        }
-      }
-    });
-  });
-  return out;
+at::Tensor expert_activation(const at::Tensor& h, const at::Tensor& b_in, int64_t f, bool gated, Act act) {
+  TORCH_CHECK(h.size(1) == (gated ? 2 : 1) * f, "expert_activation: width mismatch");
+  // libtorch's elementwise kernels are vectorized (Sleef exp/erf/tanh, bf16 <-> fp32 in
+  // registers); act() of the strided gate half writes a fresh contiguous [n, f] tensor that the
+  // up half is multiplied into in place: two passes, no further temporaries.
+  at::Tensor g = h.narrow(1, 0, f);
+  at::Tensor bg, bu;
+  if (b_in.defined()) {
+    bg = b_in.narrow(0, 0, f).to(h.scalar_type());
+    g = g + bg;
+  }
+  at::Tensor a;
+  switch (act) {
+    case Act::SiLU: a = at::silu(g); break;
+    case Act::GELU: a = at::gelu(g); break;
+    case Act::GELUTanh: a = at::gelu(g, "tanh"); break;
+    case Act::ReLU: a = at::relu(g); break;
+  }
+  if (!a.is_contiguous()) a = a.contiguous();
+  if (gated) {
+    at::Tensor u = h.narrow(1, f, f);
+    if (b_in.defined()) {
+      a.mul_(u + b_in.narrow(0, f, f).to(h.scalar_type()));
+    } else {
+      a.mul_(u);
+    }
+  }
+  return a;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,5 +250,26 @@ void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const st
 }
 
 bool fused_kernels_use_avx512() { return kAvx512; }
+
+#ifdef MF_X86
+namespace {
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void axpy_bf16_avx512(float w, const uint16_t* x, float* y,
+                                                                             int64_t n) {
+  const __m512 wv = _mm512_set1_ps(w);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(wv, load_w<true>(x, i), _mm512_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += w * bf16_to_float(x[i]);
+}
+}  // namespace
+#endif
+
+void axpy_bf16(float w, const void* x, float* y, int64_t n) {
+  const uint16_t* xb = static_cast<const uint16_t*>(x);
+#ifdef MF_X86
+  if (kAvx512) return axpy_bf16_avx512(w, xb, y, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] += w * bf16_to_float(xb[i]);
+}
 
 }  // namespace mf::moe

@@ -34,6 +34,9 @@ struct DecodeJob {
 void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
                        float* y);
 
+// y[i] += w * x[i] for bf16 x, fp32 y (the combine's inner loop).
+void axpy_bf16(float w, const void* x, float* y, int64_t n);
+
 // True when the AVX-512 kernels are in use (otherwise a portable scalar loop).
 bool fused_kernels_use_avx512();
 

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <type_traits>
 
+#include "moe/kernels.h"
 #include "util/error.h"
 
 namespace mf::moe {
@@ -102,6 +103,13 @@ RoutingPlan build_routing_plan(const at::Tensor& idx_in, int64_t E, const Capaci
 namespace {
 template <typename T>
 using acc_t = std::conditional_t<std::is_same<T, double>::value, double, float>;
+
+// o += w * src (the combine's inner loop); bf16 rows take the AVX-512 kernel.
+template <typename S, typename A>
+inline void axpy_row(A w, const S* src, A* o, int64_t d) {
+  for (int64_t c = 0; c < d; ++c) o[c] += w * static_cast<A>(src[c]);
+}
+inline void axpy_row(float w, const at::BFloat16* src, float* o, int64_t d) { axpy_bf16(w, src, o, d); }
 }
 
 at::Tensor combine_rows(const at::Tensor& rows_in, const at::Tensor& gates_in, const RoutingPlan& plan,
@@ -127,7 +135,7 @@ at::Tensor combine_rows(const at::Tensor& rows_in, const at::Tensor& gates_in, c
           if (row < 0) continue;
           const A w = g ? g[row] : A(1);
           const scalar_t* src = r + row * d;
-          for (int64_t c = 0; c < d; ++c) o[c] += w * static_cast<A>(src[c]);
+          axpy_row(w, src, o, d);
         }
       }
     });
