@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "moe/expert_bank.h"
+#include "moe/kernels.h"
 #include "moe/moe_layer.h"
 #include "moe/routers/avgk_router.h"
 #include "moe/routers/linear_router.h"
@@ -256,4 +257,22 @@ TEST(MoeLayer, RejectsMismatchedRouter) {
   SelectionConfig sel;
   EXPECT_THROW(MoELayer(expert_bank_from_stacked(gate, up, down), LinearRouter(8, 3, sel).ptr()), mf::Error);
   EXPECT_THROW(expert_bank_from_stacked(gate, up, at::randn({4, 8, 5})), mf::Error);
+}
+
+TEST(MoeLayer, FusedActivationKernelMatchesLibtorch) {
+  torch::manual_seed(14);
+  const int64_t f = 37;  // not a multiple of 16: exercises the masked tail
+  at::Tensor h = at::randn({5, 2 * f}) * 6;
+  at::Tensor b = at::randn({2 * f});
+  for (Act act : {Act::SiLU, Act::GELU, Act::GELUTanh, Act::ReLU}) {
+    at::Tensor hd = h.to(at::kDouble), bd = b.to(at::kDouble);  // exact reference in fp64
+    at::Tensor g = hd.narrow(1, 0, f) + bd.narrow(0, 0, f), u = hd.narrow(1, f, f) + bd.narrow(0, f, f);
+    at::Tensor a = act == Act::SiLU ? at::silu(g) : act == Act::GELU ? at::gelu(g) : act == Act::GELUTanh ? at::gelu(g, "tanh") : at::relu(g);
+    at::Tensor want = a * u;
+    at::Tensor got = expert_activation(h, b, f, true, act).to(at::kDouble);
+    EXPECT_LT(((got - want).abs() / (want.abs() + 1)).max().item<double>(), 2e-6) << to_string(act);
+    at::Tensor got_bf16 = expert_activation(h.to(at::kBFloat16), b, f, true, act).to(at::kDouble);
+    EXPECT_LT(((got_bf16 - want).abs() / (want.abs() + 1)).max().item<double>(), 0.05) << to_string(act);
+    EXPECT_LT((expert_activation(h.narrow(1, 0, f), {}, f, false, act) - (act == Act::SiLU ? at::silu(h.narrow(1, 0, f)) : act == Act::GELU ? at::gelu(h.narrow(1, 0, f)) : act == Act::GELUTanh ? at::gelu(h.narrow(1, 0, f), "tanh") : at::relu(h.narrow(1, 0, f)))).abs().max().item<float>(), 1e-5);
+  }
 }
