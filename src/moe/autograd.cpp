@@ -31,7 +31,7 @@ struct GatherRowsFn : public torch::autograd::Function<GatherRowsFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const RoutingPlan* plan) {
     save_plan(ctx, *plan);
     ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
-    return x.index_select(0, plan->row_token);
+    return gather_token_rows(x, *plan);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const RoutingPlan p = load_plan(ctx);

@@ -85,7 +85,7 @@ at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o) {
 
 at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
   const RoutingPlan& p = o.plan;
-  const at::Tensor xs = x.to(experts_->dtype()).index_select(0, p.row_token);
+  const at::Tensor xs = gather_token_rows(x.to(experts_->dtype()), p);
   at::Tensor ys = at::empty({p.rows(), dim()}, xs.options());
   for (int64_t e = 0; e < num_experts(); ++e) {
     if (p.counts[e] == 0) continue;

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <type_traits>
 
@@ -110,6 +111,20 @@ inline void axpy_row(A w, const S* src, A* o, int64_t d) {
   for (int64_t c = 0; c < d; ++c) o[c] += w * static_cast<A>(src[c]);
 }
 inline void axpy_row(float w, const at::BFloat16* src, float* o, int64_t d) { axpy_bf16(w, src, o, d); }
+}
+
+at::Tensor gather_token_rows(const at::Tensor& x_in, const RoutingPlan& plan) {
+  const at::Tensor x = x_in.contiguous();
+  const int64_t N = plan.rows(), d = x.size(1);
+  at::Tensor out = at::empty({N, d}, x.options());
+  const int64_t bytes = d * static_cast<int64_t>(x.element_size());
+  const char* src = static_cast<const char*>(x.data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+  const int64_t* rt = plan.row_token.data_ptr<int64_t>();
+  at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(bytes, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) std::memcpy(dst + r * bytes, src + rt[r] * bytes, bytes);
+  });
+  return out;
 }
 
 at::Tensor combine_rows(const at::Tensor& rows_in, const at::Tensor& gates_in, const RoutingPlan& plan,

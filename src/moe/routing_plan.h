@@ -35,6 +35,9 @@ struct RoutingPlan {
 RoutingPlan build_routing_plan(const at::Tensor& idx, int64_t num_experts, const CapacityConfig& cfg,
                                const at::Tensor& priority = {}, int64_t k_for_capacity = -1);
 
+// rows[i] = x[plan.row_token[i]] for x [T, d] (any dtype): parallel row copies.
+at::Tensor gather_token_rows(const at::Tensor& x, const RoutingPlan& plan);
+
 // y[t] = sum over kept slots j of token t: gate[row] * rows[row], accumulated in fp32 (fp64 for
 // double); gates undefined = 1. rows: [N, d]; returns [T, d] in `out_dtype`.
 at::Tensor combine_rows(const at::Tensor& rows, const at::Tensor& gates, const RoutingPlan& plan,
