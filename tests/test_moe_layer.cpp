@@ -276,3 +276,29 @@ TEST(MoeLayer, FusedActivationKernelMatchesLibtorch) {
     EXPECT_LT((expert_activation(h.narrow(1, 0, f), {}, f, false, act) - (act == Act::SiLU ? at::silu(h.narrow(1, 0, f)) : act == Act::GELU ? at::gelu(h.narrow(1, 0, f)) : act == Act::GELUTanh ? at::gelu(h.narrow(1, 0, f), "tanh") : at::relu(h.narrow(1, 0, f)))).abs().max().item<float>(), 1e-5);
   }
 }
+
+TEST(MoeLayer, InferenceModeAndNoGradCallsMix) {
+  // The grouped path reuses per-thread buffers; they must survive switching between
+  // InferenceMode and NoGradGuard (inference tensors cannot be written outside InferenceMode).
+  torch::manual_seed(15);
+  const int64_t d = 16, E = 4;
+  MoELayer layer = make_mixtral_moe(at::randn({E, d}), expert_bank_from_stacked(at::randn({E, 8, d}), at::randn({E, 8, d}),
+                                                                                at::randn({E, d, 8})));
+  layer->options().small_batch_tokens = 0;
+  at::Tensor x = at::randn({40, d});
+  at::Tensor a, b, c;
+  {
+    c10::InferenceMode im;
+    a = layer->forward(x).clone();
+  }
+  {
+    at::NoGradGuard ng;
+    b = layer->forward(x);
+  }
+  {
+    c10::InferenceMode im;
+    c = layer->forward(x).clone();
+  }
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_TRUE(at::equal(a, c));
+}

@@ -85,8 +85,19 @@ at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o) {
 
 at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
   const RoutingPlan& p = o.plan;
-  const at::Tensor xs = gather_token_rows(x.to(experts_->dtype()), p);
-  at::Tensor ys = at::empty({p.rows(), dim()}, xs.options());
+  // Two [rows, d] buffers per thread, reused across calls and layers: fresh allocations of
+  // this size are mmap'd and page-faulted on every call, which costs more than the copy.
+  static thread_local at::Tensor ws_x, ws_y;
+  auto take = [&](at::Tensor& ws) {
+    const int64_t n = p.rows() * dim();
+    // An inference tensor cannot be written by an out= op outside InferenceMode (nor the reverse).
+    if (!ws.defined() || ws.numel() < n || ws.scalar_type() != experts_->dtype() ||
+        ws.is_inference() != c10::InferenceMode::is_enabled())
+      ws = at::empty({std::max<int64_t>(n, 1)}, x.options().dtype(experts_->dtype()));
+    return ws.narrow(0, 0, n).view({p.rows(), dim()});
+  };
+  const at::Tensor xs = gather_token_rows(x.to(experts_->dtype()), p, take(ws_x));
+  at::Tensor ys = take(ws_y);
   for (int64_t e = 0; e < num_experts(); ++e) {
     if (p.counts[e] == 0) continue;
     experts_->forward_expert_into(e, xs.narrow(0, p.offsets[e], p.counts[e]), ys.narrow(0, p.offsets[e], p.counts[e]));

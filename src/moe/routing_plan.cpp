@@ -113,10 +113,12 @@ inline void axpy_row(A w, const S* src, A* o, int64_t d) {
 inline void axpy_row(float w, const at::BFloat16* src, float* o, int64_t d) { axpy_bf16(w, src, o, d); }
 }
 
-at::Tensor gather_token_rows(const at::Tensor& x_in, const RoutingPlan& plan) {
+at::Tensor gather_token_rows(const at::Tensor& x_in, const RoutingPlan& plan, at::Tensor out) {
   const at::Tensor x = x_in.contiguous();
   const int64_t N = plan.rows(), d = x.size(1);
-  at::Tensor out = at::empty({N, d}, x.options());
+  if (!out.defined()) out = at::empty({N, d}, x.options());
+  TORCH_CHECK(out.is_contiguous() && out.size(0) == N && out.size(1) == d && out.scalar_type() == x.scalar_type(),
+              "gather_token_rows: bad output buffer");
   const int64_t bytes = d * static_cast<int64_t>(x.element_size());
   const char* src = static_cast<const char*>(x.data_ptr());
   char* dst = static_cast<char*>(out.data_ptr());
@@ -134,28 +136,32 @@ at::Tensor combine_rows(const at::Tensor& rows_in, const at::Tensor& gates_in, c
   const bool dbl = rows.scalar_type() == at::kDouble;
   at::Tensor gates;
   if (gates_in.defined()) gates = gates_in.to(dbl ? at::kDouble : at::kFloat).contiguous();
-  at::Tensor y = at::empty({T, d}, rows.options().dtype(dbl ? at::kDouble : at::kFloat));
   const int64_t* sr = plan.slot_row.data_ptr<int64_t>();
+  // The sum is accumulated per token in an fp32 (fp64) row and stored once in out_dtype.
+  at::Tensor y = at::empty({T, d}, rows.options().dtype(out_dtype));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, rows.scalar_type(), "combine_rows", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* r = rows.data_ptr<scalar_t>();
     const A* g = gates.defined() ? gates.data_ptr<A>() : nullptr;
-    A* out = y.data_ptr<A>();
-    at::parallel_for(0, T, std::max<int64_t>(1, 2048 / std::max<int64_t>(d, 1)), [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        A* o = out + t * d;
-        std::fill(o, o + d, A(0));
-        for (int64_t j = 0; j < K; ++j) {
-          const int64_t row = sr[t * K + j];
-          if (row < 0) continue;
-          const A w = g ? g[row] : A(1);
-          const scalar_t* src = r + row * d;
-          axpy_row(w, src, o, d);
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, out_dtype, "combine_rows_out", [&] {
+      using O = scalar_t;
+      O* out = y.data_ptr<O>();
+      at::parallel_for(0, T, std::max<int64_t>(1, 2048 / std::max<int64_t>(d, 1)), [&](int64_t t0, int64_t t1) {
+        std::vector<A> acc(d);
+        for (int64_t t = t0; t < t1; ++t) {
+          std::fill(acc.begin(), acc.end(), A(0));
+          for (int64_t j = 0; j < K; ++j) {
+            const int64_t row = sr[t * K + j];
+            if (row < 0) continue;
+            axpy_row(g ? g[row] : A(1), r + row * d, acc.data(), d);
+          }
+          O* o = out + t * d;
+          for (int64_t c = 0; c < d; ++c) o[c] = static_cast<O>(acc[c]);
         }
-      }
+      });
     });
   });
-  return y.scalar_type() == out_dtype ? y : y.to(out_dtype);
+  return y;
 }
 
 std::pair<at::Tensor, at::Tensor> combine_rows_backward(const at::Tensor& dy_in, const at::Tensor& rows_in,

@@ -36,7 +36,8 @@ RoutingPlan build_routing_plan(const at::Tensor& idx, int64_t num_experts, const
                                const at::Tensor& priority = {}, int64_t k_for_capacity = -1);
 
 // rows[i] = x[plan.row_token[i]] for x [T, d] (any dtype): parallel row copies.
-at::Tensor gather_token_rows(const at::Tensor& x, const RoutingPlan& plan);
+// `out` (optional) is a preallocated [N, d] buffer of x's dtype to write into.
+at::Tensor gather_token_rows(const at::Tensor& x, const RoutingPlan& plan, at::Tensor out = {});
 
 // y[t] = sum over kept slots j of token t: gate[row] * rows[row], accumulated in fp32 (fp64 for
 // double); gates undefined = 1. rows: [N, d]; returns [T, d] in `out_dtype`.
