@@ -302,3 +302,32 @@ TEST(MoeLayer, InferenceModeAndNoGradCallsMix) {
   EXPECT_TRUE(at::equal(a, b));
   EXPECT_TRUE(at::equal(a, c));
 }
+
+TEST(MoeLayer, ExpertParallelGroupedPathMatchesSerial) {
+  // With >= 2 threads and >= 2 experts per thread the grouped path runs whole experts per
+  // thread; the result must not depend on the thread count.
+  torch::manual_seed(16);
+  const int64_t d = 32;
+  auto parts = random_partition({8, 24, 16, 40, 8, 32, 16, 16}, 17);
+  at::Tensor G = at::randn({160, d}) * 0.2, U = at::randn({160, d}) * 0.2, D = at::randn({d, 160}) * 0.2;
+  SelectionConfig sel;
+  sel.k = 3;
+  MoELayer layer(expert_bank_from_partition(G, U, D, parts, Act::SiLU), LinearRouter(d, 8, sel).ptr());
+  layer->eval();
+  layer->options().small_batch_tokens = 0;
+  at::Tensor x = at::randn({50, d});
+  at::NoGradGuard ng;
+  const int saved = at::get_num_threads();
+  at::set_num_threads(1);
+  at::Tensor serial = layer->forward(x);
+  at::set_num_threads(2);
+  at::Tensor parallel = layer->forward(x);
+  at::set_num_threads(saved);
+  EXPECT_TRUE(at::allclose(serial, parallel, 1e-6, 1e-6));
+  at::Tensor ref;
+  {
+    at::AutoGradMode on(true);
+    ref = layer->forward(x);
+  }
+  EXPECT_LT((parallel - ref).abs().max().item<float>(), 1e-5);
+}

@@ -1,5 +1,9 @@
 #include "moe/moe_layer.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
 #include "moe/autograd.h"
 #include "moe/kernels.h"
 #include "moe/routers/linear_router.h"
@@ -98,9 +102,35 @@ at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
   };
   const at::Tensor xs = gather_token_rows(x.to(experts_->dtype()), p, take(ws_x));
   at::Tensor ys = take(ws_y);
-  for (int64_t e = 0; e < num_experts(); ++e) {
-    if (p.counts[e] == 0) continue;
+  // Experts with tokens, and their cost (rows x width).
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < num_experts(); ++e)
+    if (p.counts[e] > 0) active.push_back(e);
+  auto run_expert = [&](int64_t e) {
     experts_->forward_expert_into(e, xs.narrow(0, p.offsets[e], p.counts[e]), ys.narrow(0, p.offsets[e], p.counts[e]));
+  };
+  const int64_t nthr = at::get_num_threads();
+  if (nthr > 1 && static_cast<int64_t>(active.size()) >= 2 * nthr) {
+    // Expert parallelism: each thread runs whole experts with single-threaded GEMMs (one
+    // parallel region per layer instead of three per expert; the per-region fork/join cost
+    // dominates on busy machines). Longest-processing-time-first assignment by cost.
+    std::vector<int64_t> order = active;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return p.counts[a] * experts_->width(a) > p.counts[b] * experts_->width(b);
+    });
+    std::vector<std::vector<int64_t>> lists(nthr);
+    std::vector<int64_t> load(nthr, 0);
+    for (int64_t e : order) {
+      const int64_t t = std::min_element(load.begin(), load.end()) - load.begin();
+      lists[t].push_back(e);
+      load[t] += p.counts[e] * experts_->width(e);
+    }
+    at::parallel_for(0, nthr, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t e : lists[t]) run_expert(e);
+    });
+  } else {
+    for (int64_t e : active) run_expert(e);
   }
   const at::Tensor g = o.route.gates.detach().reshape({-1}).index_select(0, p.row_slot);
   return combine_rows(ys, g, p, x.scalar_type());
