@@ -7,7 +7,10 @@ import sys
 
 def main():
     data = json.load(open(sys.argv[1]))
-    b = {x["name"]: x for x in data["benchmarks"] if x.get("run_type", "iteration") == "iteration"}
+    # With --benchmark_repetitions=N use the medians, else the single runs.
+    med = [x for x in data["benchmarks"] if x.get("aggregate_name") == "median"]
+    rows = med if med else [x for x in data["benchmarks"] if x.get("run_type", "iteration") == "iteration"]
+    b = {x["run_name"] if med else x["name"]: x for x in rows}
 
     def get(name, key):
         for n, x in b.items():
@@ -21,7 +24,8 @@ def main():
     bw = get("BM_MemoryReadBandwidth", "GB/s")
     peak = get("BM_GemmPeak/bf16/2048", "GFLOP/s")
     print(f"machine: bf16 GEMM peak {peak:.0f} GFLOP/s (2048^3), read bandwidth {bw:.1f} GB/s, "
-          f"threads {data['context'].get('num_cpus')} cpus")
+          f"{data['context'].get('num_cpus')} cpus, load average {data['context'].get('load_avg')}, "
+          f"{'medians of repetitions' if med else 'single runs'}")
     print()
     print("| case | moeforge | plain loop | ratio to bound / peak | target |")
     print("|---|---|---|---|---|")

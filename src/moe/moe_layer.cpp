@@ -110,7 +110,7 @@ at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
     experts_->forward_expert_into(e, xs.narrow(0, p.offsets[e], p.counts[e]), ys.narrow(0, p.offsets[e], p.counts[e]));
   };
   const int64_t nthr = at::get_num_threads();
-  if (nthr > 1 && static_cast<int64_t>(active.size()) >= 2 * nthr) {
+  if (opt_.expert_parallel && nthr > 1 && static_cast<int64_t>(active.size()) >= 2 * nthr) {
     // Expert parallelism: each thread runs whole experts with single-threaded GEMMs (one
     // parallel region per layer instead of three per expert; the per-region fork/join cost
     // dominates on busy machines). Longest-processing-time-first assignment by cost.

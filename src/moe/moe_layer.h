@@ -20,6 +20,9 @@ namespace mf::moe {
 struct MoELayerOptions {
   CapacityConfig capacity;          // default: dropless
   int64_t small_batch_tokens = 16;  // fused decode path up to this many tokens (inference only)
+  // Large-batch inference: run whole experts per thread (single-threaded GEMMs) when there are
+  // at least two active experts per thread; otherwise each expert's GEMMs use all threads.
+  bool expert_parallel = true;
 };
 
 struct MoEOutput {
