@@ -1,0 +1,19 @@
+// lm-eval's outputs: the markdown console table (utils.make_table, pytablewriter layout) and the
+// results JSON with lm-eval's key names ("acc,none", "acc_stderr,none", versions, n-shot, ...).
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "eval/evaluate.h"
+
+namespace mf::eval {
+
+// column "results" (every row, header "Tasks") or "groups" (group rows only, header "Groups").
+std::string format_table(const EvalReport& report, bool groups_only);
+// Python "%.4f".
+std::string format_4f(double v);
+
+// settings: what the caller ran with (model path, hash, BOS policy, ...); stored under "config".
+nlohmann::json results_json(const EvalReport& report, const nlohmann::json& settings);
+
+}  // namespace mf::eval
