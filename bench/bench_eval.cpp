@@ -2,7 +2,8 @@
 // as its own row, same model, same requests, same run. Task: the ARC-Easy documents of
 // tests/data/benchmarks (4-choice questions, 3- and 5-choice ones included), tokenized word-wise.
 // Model: a fixed random causal transformer in libtorch with the reference-model proportions of
-// design.md (hidden 256, FFN 1024, 4 layers, 8 heads, vocabulary 8192), fp32, with a KV-prefix path.
+// design.md (hidden 256, FFN 1024, 4 layers, 8 heads, vocabulary 8192), fp32, whose shared-context
+// path packs a question's context and all its choices into one row with a tree-shaped attention mask.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -45,7 +46,7 @@ class TinyTransformer : public LoglikelihoodModel {
     for (int64_t b = 0; b < B; ++b)
       for (size_t t = 0; t < rows[b].input.size(); ++t) acc[b][static_cast<int64_t>(t)] = rows[b].input[t] % V;
     auto positions = torch::arange(T).unsqueeze(0).expand({B, T});
-    auto h = forward(ids, positions, nullptr, nullptr, at::Tensor(), /*causal=*/true);
+    auto h = forward(ids, positions, at::Tensor(), /*causal=*/true);
     std::vector<int64_t> rb, rt, tg;
     std::vector<size_t> owner;
     for (int64_t b = 0; b < B; ++b) {
@@ -63,83 +64,66 @@ class TinyTransformer : public LoglikelihoodModel {
     return out;
   }
 
+  // Shared contexts as one packed "tree" row per group: prefix, then every continuation's input tokens
+  // (c[:-1]) one after the other, each attending to the prefix and to its own earlier tokens only, with
+  // positions continuing after the prefix. One forward pass, P + sum(|c| - 1) tokens per group.
   std::vector<std::vector<TokenScore>> score_shared(const std::vector<SharedGroup>& groups) override {
     torch::NoGradGuard ng;
     const int64_t G = static_cast<int64_t>(groups.size());
-    int64_t P = 0, S = 0, R = 0;
-    for (const auto& g : groups) {
-      P = std::max<int64_t>(P, static_cast<int64_t>(g.prefix.size()));
-      for (const auto& c : g.continuations) S = std::max<int64_t>(S, static_cast<int64_t>(c.size()) - 1);
-      R += static_cast<int64_t>(g.continuations.size());
-    }
-    // 1. All prefixes in one padded batch, keeping each layer's K/V.
-    auto pid = torch::zeros({G, P}, torch::kLong);
-    auto pa = pid.accessor<int64_t, 2>();
-    for (int64_t g = 0; g < G; ++g)
-      for (size_t t = 0; t < groups[g].prefix.size(); ++t) pa[g][static_cast<int64_t>(t)] = groups[g].prefix[t] % V;
-    std::vector<std::pair<at::Tensor, at::Tensor>> cache;
-    auto hp = forward(pid, torch::arange(P).unsqueeze(0).expand({G, P}), &cache, nullptr, at::Tensor(), true);
-
-    std::vector<std::vector<TokenScore>> out(groups.size());
-    std::vector<TokenScore> flat(static_cast<size_t>(R));
-    std::vector<int64_t> row_group;
+    std::vector<int64_t> len(static_cast<size_t>(G));
+    int64_t T = 0;
     for (int64_t g = 0; g < G; ++g) {
-      out[g].resize(groups[g].continuations.size());
-      for (size_t k = 0; k < groups[g].continuations.size(); ++k) row_group.push_back(g);
+      int64_t n = static_cast<int64_t>(groups[g].prefix.size());
+      for (const auto& c : groups[g].continuations) n += static_cast<int64_t>(c.size()) - 1;
+      len[g] = n;
+      T = std::max(T, n);
     }
-    // First continuation token of every row: the prefix's last position.
-    std::vector<int64_t> lb, lt, tg;
+    auto ids = torch::zeros({G, T}, torch::kLong);
+    auto pos = torch::zeros({G, T}, torch::kLong);
+    auto mask = torch::full({G, 1, T, T}, -INFINITY);
+    auto ia = ids.accessor<int64_t, 2>();
+    auto pa = pos.accessor<int64_t, 2>();
+    auto ma = mask.accessor<float, 4>();
+    std::vector<int64_t> rb, rt, tg;
     std::vector<size_t> owner;
-    {
-      size_t r = 0;
-      for (int64_t g = 0; g < G; ++g)
-        for (const auto& c : groups[g].continuations) {
-          lb.push_back(g);
-          lt.push_back(static_cast<int64_t>(groups[g].prefix.size()) - 1);
-          tg.push_back(c[0] % V);
-          owner.push_back(r++);
-        }
-    }
-    at::Tensor hsel = hp.index({torch::tensor(lb), torch::tensor(lt)});
-    // 2. The continuations' remaining tokens on top of their group's cache.
-    if (S > 0) {
-      auto sid = torch::zeros({R, S}, torch::kLong);
-      auto spos = torch::zeros({R, S}, torch::kLong);
-      auto mask = torch::full({R, 1, S, P + S}, -INFINITY);
-      auto sa = sid.accessor<int64_t, 2>();
-      auto sp = spos.accessor<int64_t, 2>();
-      auto ma = mask.accessor<float, 4>();
-      size_t r = 0;
-      std::vector<int64_t> sb, st;
-      for (int64_t g = 0; g < G; ++g) {
-        const int64_t plen = static_cast<int64_t>(groups[g].prefix.size());
-        for (const auto& c : groups[g].continuations) {
-          const int64_t ri = static_cast<int64_t>(r);
-          for (int64_t j = 0; j < S; ++j) {
-            if (j + 1 < static_cast<int64_t>(c.size())) sa[ri][j] = c[static_cast<size_t>(j)] % V;
-            sp[ri][j] = std::min<int64_t>(plen + j, kMax - 1);
-            for (int64_t k = 0; k < plen; ++k) ma[ri][0][j][k] = 0.f;
-            for (int64_t k = 0; k <= j; ++k) ma[ri][0][j][P + k] = 0.f;
-          }
-          for (size_t k = 1; k < c.size(); ++k) {
-            sb.push_back(ri);
-            st.push_back(static_cast<int64_t>(k) - 1);
-            tg.push_back(c[k] % V);
-            owner.push_back(r);
-          }
-          ++r;
-        }
+    std::vector<std::vector<TokenScore>> out(groups.size());
+    size_t flat_index = 0;
+    for (int64_t g = 0; g < G; ++g) {
+      const auto& pre = groups[g].prefix;
+      const int64_t P = static_cast<int64_t>(pre.size());
+      for (int64_t i = 0; i < P; ++i) {
+        ia[g][i] = pre[static_cast<size_t>(i)] % V;
+        pa[g][i] = i;
+        for (int64_t k = 0; k <= i; ++k) ma[g][0][i][k] = 0.f;
       }
-      auto idx = torch::tensor(row_group);
-      std::vector<std::pair<at::Tensor, at::Tensor>> past;
-      for (auto& kv : cache) past.emplace_back(kv.first.index_select(0, idx), kv.second.index_select(0, idx));
-      auto hs = forward(sid, spos, nullptr, &past, mask, false);
-      if (!sb.empty()) hsel = torch::cat({hsel, hs.index({torch::tensor(sb), torch::tensor(st)})}, 0);
+      for (int64_t i = P; i < T; ++i) ma[g][0][i][i] = 0.f;  // padding rows: attend to themselves
+      int64_t at = P;
+      out[g].resize(groups[g].continuations.size());
+      for (const auto& c : groups[g].continuations) {
+        const int64_t n = static_cast<int64_t>(c.size()) - 1;
+        for (int64_t j = 0; j < n; ++j) {
+          ia[g][at + j] = c[static_cast<size_t>(j)] % V;
+          pa[g][at + j] = std::min<int64_t>(P + j, kMax - 1);
+          for (int64_t k = 0; k < P; ++k) ma[g][0][at + j][k] = 0.f;
+          for (int64_t k = 0; k <= j; ++k) ma[g][0][at + j][at + k] = 0.f;
+        }
+        // Target k is predicted at the prefix's last position (k = 0) or at the continuation's token k-1.
+        for (size_t k = 0; k < c.size(); ++k) {
+          rb.push_back(g);
+          rt.push_back(k == 0 ? P - 1 : at + static_cast<int64_t>(k) - 1);
+          tg.push_back(c[k] % V);
+          owner.push_back(flat_index);
+        }
+        ++flat_index;
+        at += n;
+      }
     }
-    collect(hsel, tg, owner, flat);
+    auto h = forward(ids, pos, mask, false);
+    std::vector<TokenScore> flat(flat_index);
+    collect(h.index({torch::tensor(rb), torch::tensor(rt)}), tg, owner, flat);
     size_t r = 0;
     for (auto& o : out)
-      for (auto& s : o) s = flat[r++];
+      for (auto& sc : o) sc = flat[r++];
     return out;
   }
 
@@ -161,22 +145,13 @@ class TinyTransformer : public LoglikelihoodModel {
     }
   }
 
-  at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions,
-                     std::vector<std::pair<at::Tensor, at::Tensor>>* cache_out,
-                     const std::vector<std::pair<at::Tensor, at::Tensor>>* past, const at::Tensor& mask,
-                     bool causal) {
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask, bool causal) {
     const int64_t B = ids.size(0), T = ids.size(1), dh = D / H;
     auto x = emb_.index_select(0, ids.reshape(-1)).view({B, T, D}) +
              pos_.index_select(0, positions.reshape(-1)).view({B, T, D});
     for (int l = 0; l < L; ++l) {
       auto qkv = torch::matmul(at::layer_norm(x, {D}), wqkv_[l]).view({B, T, 3, H, dh}).permute({2, 0, 3, 1, 4});
-      auto q = qkv[0], k = qkv[1], v = qkv[2];
-      if (cache_out) cache_out->emplace_back(k, v);
-      if (past) {
-        k = torch::cat({(*past)[l].first, k}, 2);
-        v = torch::cat({(*past)[l].second, v}, 2);
-      }
-      auto a = mf::sdpa(q, k, v, mask, causal).permute({0, 2, 1, 3}).reshape({B, T, D});
+      auto a = mf::sdpa(qkv[0], qkv[1], qkv[2], mask, causal).permute({0, 2, 1, 3}).reshape({B, T, D});
       x = x + torch::matmul(a, wo_[l]);
       x = x + torch::matmul(torch::gelu(torch::matmul(at::layer_norm(x, {D}), w1_[l])), w2_[l]);
     }
@@ -208,7 +183,7 @@ void BM_EvalArcScoring(benchmark::State& state) {
   EngineOptions opt;
   opt.progress = false;
   opt.share_context = shared;
-  opt.batch_tokens = 4096;
+  opt.batch_tokens = state.range(1);
   EngineStats st;
   if (shared) {
     // Same numbers both ways (fp32 noise only) before timing anything.
@@ -229,8 +204,11 @@ void BM_EvalArcScoring(benchmark::State& state) {
   state.counters["requests/s"] =
       benchmark::Counter(static_cast<double>(reqs.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["model_tokens"] = static_cast<double>(st.input_tokens);
+  state.counters["padded_tokens"] = static_cast<double>(st.padded_tokens);
+  state.counters["batches"] = static_cast<double>(st.batches);
   state.SetLabel(shared ? "shared context" : "independent rows");
 }
-BENCHMARK(BM_EvalArcScoring)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+// Args: {shared (0/1), batch token budget}.
+BENCHMARK(BM_EvalArcScoring)->Args({0, 4096})->Args({1, 4096})->Args({0, 1024})->Args({1, 1024})->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
 }  // namespace

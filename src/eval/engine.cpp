@@ -50,7 +50,7 @@ struct Unit {
   // Either one independent request (members.size() == 1, shared == false) or a shared group.
   bool shared = false;
   std::vector<size_t> members;
-  int64_t length = 0;  // sort key: tokens of the longest member's context + continuation
+  int64_t length = 0;  // sort key: the row's tokens (context + continuation), or a group's packed tokens
 };
 
 }  // namespace
@@ -79,6 +79,12 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
     return static_cast<int64_t>(requests[i].context.size() + requests[i].continuation.size());
   };
   auto fits = [&](size_t i) { return total_len(i) <= max_len + 1; };
+  // Tokens a shared group costs the model: the context once plus every continuation's input tokens.
+  auto packed_len = [&](const Unit& u) {
+    int64_t n = static_cast<int64_t>(requests[u.members[0]].context.size());
+    for (size_t m : u.members) n += static_cast<int64_t>(requests[m].continuation.size()) - 1;
+    return n;
+  };
 
   // Group by identical context tokens; only untruncated requests can share the context.
   std::vector<Unit> units;
@@ -90,15 +96,17 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
         continue;
       }
       auto [it, inserted] = by_context.emplace(requests[i].context, units.size());
-      if (inserted) units.push_back({true, {i}, total_len(i)});
-      else {
-        Unit& u = units[it->second];
-        u.members.push_back(i);
-        u.length = std::max(u.length, total_len(i));
+      if (inserted) units.push_back({true, {i}, 0});
+      else units[it->second].members.push_back(i);
+    }
+    for (auto& u : units) {
+      if (u.shared && u.members.size() == 1) {
+        u.shared = false;
+        u.length = total_len(u.members[0]);
+      } else if (u.shared) {
+        u.length = packed_len(u);
       }
     }
-    for (auto& u : units)
-      if (u.shared && u.members.size() == 1) u.shared = false;
   } else {
     for (size_t i : todo) units.push_back({false, {i}, total_len(i)});
   }
@@ -116,29 +124,17 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
   if (options.progress)
     bar = std::make_unique<Progress>(options.progress_label, static_cast<int64_t>(todo.size()), "req");
 
-  auto group_cost = [&](const Unit& u, int64_t* real) {
-    const auto& ctx = requests[u.members[0]].context;
-    int64_t longest = 0, sum = 0;
-    for (size_t m : u.members) {
-      int64_t s = static_cast<int64_t>(requests[m].continuation.size()) - 1;
-      longest = std::max(longest, s);
-      sum += s;
-    }
-    if (real) *real = static_cast<int64_t>(ctx.size()) + sum;
-    return static_cast<int64_t>(ctx.size()) + static_cast<int64_t>(u.members.size()) * longest;
-  };
-
   size_t pos = 0;
   while (pos < units.size()) {
     if (units[pos].shared) {
-      // Pack consecutive shared groups by their cost.
+      // Pack consecutive shared groups: groups x longest packed group within the budget.
       std::vector<SharedGroup> batch;
       std::vector<const Unit*> batch_units;
-      int64_t cost = 0;
+      int64_t longest = 0;
       while (pos < units.size() && units[pos].shared) {
-        int64_t real = 0;
-        int64_t c = group_cost(units[pos], &real);
-        if (!batch.empty() && (cost + c > options.batch_tokens ||
+        const int64_t len = units[pos].length;
+        const int64_t new_longest = std::max(longest, len);
+        if (!batch.empty() && (new_longest * static_cast<int64_t>(batch.size() + 1) > options.batch_tokens ||
                                static_cast<int64_t>(batch.size()) >= options.max_batch_rows))
           break;
         SharedGroup g;
@@ -146,8 +142,8 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
         for (size_t m : units[pos].members) g.continuations.push_back(requests[m].continuation);
         batch.push_back(std::move(g));
         batch_units.push_back(&units[pos]);
-        cost += c;
-        stats.input_tokens += real;
+        longest = new_longest;
+        stats.input_tokens += len;
         ++pos;
       }
       auto out = model.score_shared(batch);
@@ -160,7 +156,7 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
         done += static_cast<int64_t>(out[g].size());
       }
       stats.groups += static_cast<int64_t>(batch.size());
-      stats.padded_tokens += cost;
+      stats.padded_tokens += longest * static_cast<int64_t>(batch.size());
       ++stats.batches;
       if (bar) bar->advance(done);
     } else {

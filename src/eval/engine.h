@@ -28,6 +28,10 @@ struct ScoreRow {
 
 // Several continuations of one prefix: continuation k is scored as if the row were
 // prefix + continuation[k][:-1] with targets continuation[k]. prefix is never empty.
+// Two exact ways to run it: (a) the prefix once into a KV cache, then all suffixes c[:-1] as a
+// batch on top of it; (b) one packed row per group, prefix followed by every c[:-1], with a
+// tree-shaped attention mask (each continuation sees the prefix and its own earlier tokens) and
+// positions continuing after the prefix. The engine budgets groups by (b)'s row length.
 struct SharedGroup {
   std::vector<int32_t> prefix;
   std::vector<std::vector<int32_t>> continuations;
@@ -45,7 +49,9 @@ class LoglikelihoodModel {
 };
 
 struct EngineOptions {
-  int64_t batch_tokens = 4096;  // padded tokens per batch (rows x longest row); one row always fits
+  // Padded tokens per batch: rows x longest row, or groups x longest packed group (context +
+  // sum of continuation inputs); one row or group always fits.
+  int64_t batch_tokens = 4096;
   int64_t max_batch_rows = 256;
   bool share_context = true;    // false: every request is its own row (the lm-eval way)
   bool progress = true;
@@ -58,7 +64,7 @@ struct EngineStats {
   int64_t groups = 0;          // shared groups sent
   int64_t batches = 0;
   int64_t input_tokens = 0;    // tokens the model had to process (no padding)
-  int64_t padded_tokens = 0;   // batch shape area (rows x longest), shared groups: prefix + K x longest suffix
+  int64_t padded_tokens = 0;   // batch shape area: rows x longest row, groups x longest packed group
   int64_t truncated = 0;       // requests cut from the left to max_length
 };
 

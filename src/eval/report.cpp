@@ -77,6 +77,12 @@ std::string format_table(const EvalReport& report, bool groups_only) {
   return out;
 }
 
+std::string format_console(const EvalReport& report) {
+  std::string out = format_table(report, false);
+  if (!report.groups.empty()) out += "\n" + format_table(report, true);
+  return out;
+}
+
 nlohmann::json results_json(const EvalReport& report, const nlohmann::json& settings) {
   using nlohmann::json;
   json j;

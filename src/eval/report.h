@@ -10,6 +10,8 @@ namespace mf::eval {
 
 // column "results" (every row, header "Tasks") or "groups" (group rows only, header "Groups").
 std::string format_table(const EvalReport& report, bool groups_only);
+// What lm-eval prints: the results table, then the groups table when groups were run.
+std::string format_console(const EvalReport& report);
 // Python "%.4f".
 std::string format_4f(double v);
 
