@@ -224,3 +224,28 @@ TEST(EvalEngine, DefaultSharedPathExpandsToRows) {
   EXPECT_EQ(m.seen_inputs[0], (std::vector<int32_t>{1, 2, 3}));
   EXPECT_EQ(m.seen_inputs[1], (std::vector<int32_t>{1, 2}));
 }
+
+TEST(EvalEngine, SharedGroupsNeverExceedMaxLength) {
+  // Context of 2 tokens, three 4-token continuations, max_length 8: packed = 2 + 3 + 3 = 8 fits,
+  // the third continuation would make 11 and is scored as its own row.
+  std::vector<TokenRequest> reqs = {{{1, 2}, {3, 4, 5, 6}}, {{1, 2}, {7, 8, 9, 10}}, {{1, 2}, {11, 12, 13, 14}}};
+  HistoryModel shared(30, 8), indep(30, 8);
+  EngineOptions opt;
+  opt.progress = false;
+  EngineStats st;
+  auto a = run_requests(shared, reqs, opt, &st);
+  EXPECT_EQ(st.groups, 1);
+  EXPECT_EQ(st.rows, 1);
+  EXPECT_EQ(st.input_tokens, 8 + 5);
+  opt.share_context = false;
+  auto b = run_requests(indep, reqs, opt);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].logprob, b[i].logprob) << i;
+  // Rolling first windows all share the prefix token: with continuations of max_length tokens
+  // every one is scored alone.
+  std::vector<TokenRequest> rolling = {{{1}, {3, 4, 5, 6, 7, 8, 9, 10}}, {{1}, {11, 12, 13, 14, 15, 16, 17, 18}}};
+  run_requests(shared, rolling, opt, &st);
+  opt.share_context = true;
+  run_requests(shared, rolling, opt, &st);
+  EXPECT_EQ(st.groups, 0);
+  EXPECT_EQ(st.rows, 2);
+}

@@ -160,3 +160,15 @@ TEST(EvalReport, ResultsJsonKeys) {
   EXPECT_EQ(j["n-shot"]["lambada_openai"], 0);
   EXPECT_EQ(j["config"]["model_sha256"], "abc");
 }
+
+TEST(EvalReport, SettingsJson) {
+  EvalOptions o;
+  o.data_dir = "d";
+  o.bos = BosPolicy::Off;
+  auto j = settings_json(o, {"arc_easy"}, 2048);
+  EXPECT_EQ(j["bos"], "off");
+  EXPECT_TRUE(j["limit"].is_null());
+  EXPECT_EQ(j["max_length"], 2048);
+  EXPECT_EQ(j["tasks"][0], "arc_easy");
+  EXPECT_EQ(j["num_fewshot"], 0);
+}

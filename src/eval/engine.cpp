@@ -99,6 +99,30 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
       if (inserted) units.push_back({true, {i}, 0});
       else units[it->second].members.push_back(i);
     }
+    // A packed group may not exceed max_length tokens (contexts shared by many long continuations,
+    // such as the prefix token of rolling windows, would otherwise make huge rows): split it.
+    std::vector<Unit> split_units;
+    for (auto& u : units) {
+      if (!u.shared) {
+        split_units.push_back(std::move(u));
+        continue;
+      }
+      const int64_t ctx_len = static_cast<int64_t>(requests[u.members[0]].context.size());
+      Unit cur{true, {}, 0};
+      int64_t packed = ctx_len;
+      for (size_t m : u.members) {
+        const int64_t add = static_cast<int64_t>(requests[m].continuation.size()) - 1;
+        if (!cur.members.empty() && packed + add > max_len) {
+          split_units.push_back(std::move(cur));
+          cur = Unit{true, {}, 0};
+          packed = ctx_len;
+        }
+        cur.members.push_back(m);
+        packed += add;
+      }
+      split_units.push_back(std::move(cur));
+    }
+    units = std::move(split_units);
     for (auto& u : units) {
       if (u.shared && u.members.size() == 1) {
         u.shared = false;

@@ -83,6 +83,21 @@ std::string format_console(const EvalReport& report) {
   return out;
 }
 
+nlohmann::json settings_json(const EvalOptions& options, const std::vector<std::string>& tasks, int64_t max_length) {
+  nlohmann::json j;
+  j["tasks"] = tasks;
+  j["data_dir"] = options.data_dir;
+  j["limit"] = options.limit < 0 ? nlohmann::json(nullptr) : nlohmann::json(options.limit);
+  j["num_fewshot"] = 0;
+  j["bos"] = bos_policy_name(options.bos);
+  j["batch_tokens"] = options.engine.batch_tokens;
+  j["max_batch_rows"] = options.engine.max_batch_rows;
+  j["share_context"] = options.engine.share_context;
+  j["bootstrap_iters"] = options.bootstrap_iters;
+  j["max_length"] = max_length;
+  return j;
+}
+
 nlohmann::json results_json(const EvalReport& report, const nlohmann::json& settings) {
   using nlohmann::json;
   json j;
