@@ -2,6 +2,9 @@
 // mmlu_<subject>, four category groups and the size-weighted group mmlu.
 // Data: mmlu/<subject>/test.jsonl (HF fields question, subject, choices, answer), or one file
 // mmlu/all/test.jsonl (the cais/mmlu "all" config) from which each subject takes its rows.
+#include <map>
+#include <mutex>
+
 #include "eval/jsonl.h"
 #include "eval/tasks/tasks.h"
 #include "eval/text.h"
@@ -54,8 +57,18 @@ TaskDef subject_task(const std::string& subject) {
                   ".\n\n";
   t.load = [subject](const std::string& path, int64_t limit) {
     if (!ends_with(path, "/all/test.jsonl")) return load_jsonl(path, limit);
+    // The combined file is read once for all 57 subjects.
+    static std::mutex mu;
+    static std::map<std::string, std::vector<Doc>> cache;
+    std::vector<Doc> all;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = cache.find(path);
+      if (it == cache.end()) it = cache.emplace(path, load_jsonl(path, -1)).first;
+      all = it->second;
+    }
     std::vector<Doc> out;
-    for (auto& d : load_jsonl(path, -1)) {
+    for (auto& d : all) {
       if (limit >= 0 && static_cast<int64_t>(out.size()) >= limit) break;
       try {
         if (str_field(d.value, "subject") == subject) out.push_back(std::move(d));
