@@ -150,7 +150,12 @@ TokenRequest RequestTokenizer::encode_request(const Request& request) const {
   }
   Request moved = move_trailing_space(request);
   std::vector<int32_t> whole = tok_encode(moved.context + moved.continuation);
-  out.context = tok_encode(moved.context);
+  if (!have_last_ || last_context_ != moved.context) {
+    last_context_ids_ = tok_encode(moved.context);
+    last_context_ = moved.context;
+    have_last_ = true;
+  }
+  out.context = last_context_ids_;
   size_t n = std::min(out.context.size(), whole.size());
   out.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(n), whole.end());
   return out;

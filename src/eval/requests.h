@@ -64,6 +64,10 @@ class RequestTokenizer {
  private:
   const TextEncoder& enc_;
   bool add_bos_;
+  // The choices of a question share their context: encode it once.
+  mutable std::string last_context_;
+  mutable std::vector<int32_t> last_context_ids_;
+  mutable bool have_last_ = false;
 };
 
 // lm-eval _encode_pair's trailing-whitespace move on strings: returns (context, continuation).
