@@ -47,6 +47,13 @@ TEST(EvalEvaluate, SharedAndIndependentRunsAgree) {
   EXPECT_EQ(c.results[0].samples, 5);
   EXPECT_EQ(c.results[0].original_samples, 22);
   EXPECT_EQ(apply_limit(22, 0.5), 11);
+  // acc_bytes on request; on ASCII text it equals acc_norm (characters = bytes).
+  opt.limit = -1;
+  opt.acc_bytes = true;
+  EvalReport d = evaluate(reg, {"arc_easy", "winogrande"}, enc, m1, opt);
+  ASSERT_NE(d.results[0].find("acc_bytes"), nullptr);
+  EXPECT_EQ(d.results[0].find("acc_bytes")->value, d.results[0].find("acc_norm")->value);
+  EXPECT_EQ(d.results[1].find("acc_bytes"), nullptr);  // winogrande reports acc only
   EXPECT_EQ(apply_limit(22, 0.01), 1);
 }
 

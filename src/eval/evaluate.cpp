@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <set>
 
 #include "util/error.h"
@@ -19,7 +20,7 @@ int64_t apply_limit(int64_t n, double limit) {
 namespace {
 
 struct TaskRun {
-  const TaskDef* task = nullptr;
+  std::shared_ptr<TaskDef> task;  // the registry's definition, metrics possibly extended
   std::vector<Instance> instances;
   int64_t original = 0;
   // Token requests of this task start at `first` in the pooled list; `owner[k]` = (instance, request).
@@ -47,7 +48,15 @@ EvalReport evaluate(const TaskRegistry& registry, const std::vector<std::string>
   std::vector<TokenRequest> pooled;
   for (const auto& name : leaves) {
     TaskRun run;
-    run.task = registry.find_task(name);
+    run.task = std::make_shared<TaskDef>(*registry.find_task(name));
+    if (options.acc_bytes) {
+      bool has_norm = false, has_bytes = false;
+      for (const auto& m : run.task->metrics) {
+        has_norm = has_norm || m.name == "acc_norm";
+        has_bytes = has_bytes || m.name == "acc_bytes";
+      }
+      if (has_norm && !has_bytes) run.task->metrics.push_back({"acc_bytes", "mean", true});
+    }
     const std::string path = resolve_data_file(*run.task, options.data_dir);
     report.data_files[name] = path;
     std::vector<Doc> docs = load_task_docs(*run.task, path);

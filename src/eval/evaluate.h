@@ -20,6 +20,8 @@ struct EvalOptions {
   BosPolicy bos = BosPolicy::Auto;
   EngineOptions engine;
   int64_t bootstrap_iters = 100000;  // lm-eval default; 0 turns stderr off
+  // Also report acc_bytes (acc_norm with UTF-8 byte lengths) wherever a task reports acc_norm.
+  bool acc_bytes = false;
 };
 
 struct EvalReport {

@@ -94,6 +94,7 @@ nlohmann::json settings_json(const EvalOptions& options, const std::vector<std::
   j["max_batch_rows"] = options.engine.max_batch_rows;
   j["share_context"] = options.engine.share_context;
   j["bootstrap_iters"] = options.bootstrap_iters;
+  j["acc_bytes"] = options.acc_bytes;
   j["max_length"] = max_length;
   return j;
 }
