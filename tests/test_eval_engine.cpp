@@ -67,6 +67,10 @@ TEST(EvalRequests, EmptyContextUsesPrefixToken) {
   TokenRequest on = RequestTokenizer(enc, BosPolicy::On).encode_request(r);
   EXPECT_EQ(enc.decode(on.context), (Pieces{"<bos>"}));
   EXPECT_EQ(enc.decode(on.continuation), (Pieces{"hello", " world"}));
+  // A whitespace-only context moves entirely into the continuation; the prefix token conditions.
+  TokenRequest ws = RequestTokenizer(enc, BosPolicy::Off).encode_request({" ", "hello"});
+  EXPECT_EQ(enc.decode(ws.context), (Pieces{"<bos>"}));
+  EXPECT_EQ(enc.decode(ws.continuation), (Pieces{" hello"}));
   // No BOS: EOS conditions.
   TokenRequest eos = RequestTokenizer(no_bos, BosPolicy::Off).encode_request(r);
   EXPECT_EQ(no_bos.decode(eos.context), (Pieces{"<eos>"}));

@@ -157,6 +157,9 @@ TokenRequest RequestTokenizer::encode_request(const Request& request) const {
   }
   out.context = last_context_ids_;
   size_t n = std::min(out.context.size(), whole.size());
+  // A whitespace-only context encodes to nothing after the move; condition on the prefix token then
+  // (lm-eval would build a malformed row).
+  if (out.context.empty()) out.context = {prefix_token()};
   out.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(n), whole.end());
   return out;
 }
