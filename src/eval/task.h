@@ -1,0 +1,80 @@
+// Task definitions in lm-eval's terms: doc_to_text / doc_to_choice / doc_to_target over one document
+// (a JSON object in the HF field layout), plus the split file, metrics and version. Built-in tasks live
+// one per file in src/eval/tasks/; custom tasks come from YAML (eval/yaml_task.h).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mf::eval {
+
+using json = nlohmann::json;
+
+enum class OutputType { MultipleChoice, Loglikelihood, LoglikelihoodRolling };
+const char* output_type_name(OutputType t);
+
+// A string, or an integer (gold index). doc_to_text returning an integer switches a multiple-choice
+// task into lm-eval's "multiple input" mode (WinoGrande): the choices are the contexts.
+struct TextOrIndex {
+  bool is_index = false;
+  int64_t index = 0;
+  std::string text;
+  static TextOrIndex of(std::string s) { return {false, 0, std::move(s)}; }
+  static TextOrIndex of(int64_t i) { return {true, i, {}}; }
+};
+
+// One metric a task reports and how its per-document values are aggregated.
+struct MetricSpec {
+  std::string name;         // acc, acc_norm, acc_bytes, perplexity, word_perplexity, ...
+  std::string aggregation;  // mean, perplexity, weighted_perplexity, bits_per_byte
+  bool higher_is_better = true;
+};
+
+// A loaded document with its origin, so errors can say "<file>:<line>: <what>".
+struct Doc {
+  json value;
+  std::string file;
+  int64_t line = 0;
+  std::string origin() const { return file + ":" + std::to_string(line); }
+};
+
+struct TaskDef {
+  std::string name;
+  std::string alias;  // shown in the table when listed under a group (empty: name)
+  double version = 1.0;
+  OutputType output_type = OutputType::MultipleChoice;
+  // Data file candidates relative to --data-dir; the first one that exists is used.
+  std::vector<std::string> data_files;
+  // Loads the docs from an existing data file (default: JSONL, see eval/jsonl.h). limit < 0: all.
+  std::function<std::vector<Doc>(const std::string& path, int64_t limit)> load;
+  std::string description;             // prepended verbatim to every context (zero-shot)
+  std::string target_delimiter = " ";  // between context and each choice
+  std::vector<MetricSpec> metrics;
+  // Optional: rewrites a doc before the templates see it (HellaSwag).
+  std::function<json(const json&)> process_doc;
+  std::function<TextOrIndex(const json&)> doc_to_text;
+  std::function<std::vector<std::string>(const json&)> doc_to_choice;  // multiple choice only
+  std::function<TextOrIndex(const json&)> doc_to_target;
+  // Rolling tasks: (words, bytes) of the document for word_perplexity / byte_perplexity.
+  std::function<std::pair<int64_t, int64_t>(const json&)> doc_to_counts;
+};
+
+// A group of tasks (MMLU and its categories). Children are task or group names.
+struct GroupDef {
+  std::string name;
+  std::string alias;  // empty: name
+  std::vector<std::string> children;
+  bool weight_by_size = true;
+  double version = 1.0;
+};
+
+// Field accessors for templates: mf::Error "missing field 'x'" / "field 'x' must be a string".
+const json& field(const json& doc, const std::string& key);
+std::string str_field(const json& doc, const std::string& key);
+int64_t int_field(const json& doc, const std::string& key);  // accepts ints and digit strings
+std::vector<std::string> str_list_field(const json& doc, const std::string& key);
+
+}  // namespace mf::eval

@@ -1,0 +1,25 @@
+// LAMBADA (OpenAI) (lm-eval tasks/lambada/lambada_openai.yaml; EleutherAI/lambada_openai, split test):
+// context = text without its last space-separated word, target = " " + last word.
+#include "eval/tasks/tasks.h"
+#include "eval/text.h"
+#include "util/str.h"
+
+namespace mf::eval {
+
+void register_lambada(TaskRegistry& r) {
+  TaskDef t;
+  t.name = "lambada_openai";
+  t.version = 1.0;
+  t.output_type = OutputType::Loglikelihood;
+  t.data_files = {"lambada_openai/test.jsonl"};
+  t.metrics = {{"perplexity", "perplexity", false}, {"acc", "mean", true}};
+  t.doc_to_text = [](const json& doc) {
+    auto words = py_split(str_field(doc, "text"), " ");
+    words.pop_back();
+    return TextOrIndex::of(join(words, " "));
+  };
+  t.doc_to_target = [](const json& doc) { return TextOrIndex::of(" " + py_split(str_field(doc, "text"), " ").back()); };
+  r.add_task(std::move(t));
+}
+
+}  // namespace mf::eval

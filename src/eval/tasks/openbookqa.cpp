@@ -1,0 +1,28 @@
+// OpenBookQA (lm-eval tasks/openbookqa/openbookqa.yaml; allenai/openbookqa main, split test).
+#include "eval/task.h"
+#include "eval/tasks/tasks.h"
+#include "eval/text.h"
+#include "util/error.h"
+
+namespace mf::eval {
+
+void register_openbookqa(TaskRegistry& r) {
+  TaskDef t;
+  t.name = "openbookqa";
+  t.version = 1.0;
+  t.data_files = {"openbookqa/test.jsonl"};
+  t.metrics = {metric_acc(), metric_acc_norm()};
+  t.doc_to_text = [](const json& doc) { return TextOrIndex::of(str_field(doc, "question_stem")); };
+  t.doc_to_choice = [](const json& doc) { return str_list_field(field(doc, "choices"), "text"); };
+  // choices.label.index(answerKey.lstrip())
+  t.doc_to_target = [](const json& doc) {
+    auto labels = str_list_field(field(doc, "choices"), "label");
+    std::string key = py_lstrip(str_field(doc, "answerKey"));
+    for (size_t i = 0; i < labels.size(); ++i)
+      if (labels[i] == key) return TextOrIndex::of(static_cast<int64_t>(i));
+    fail("answerKey '" + key + "' is not one of the choice labels");
+  };
+  r.add_task(std::move(t));
+}
+
+}  // namespace mf::eval

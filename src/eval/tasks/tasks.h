@@ -1,0 +1,31 @@
+// Built-in tasks, one file per task, each with lm-eval's template, split, choices, gold and metrics
+// (see docs/eval.md for the data file each one reads).
+#pragma once
+#include "eval/registry.h"
+
+namespace mf::eval {
+
+void register_arc(TaskRegistry& r);         // arc_easy, arc_challenge
+void register_piqa(TaskRegistry& r);
+void register_openbookqa(TaskRegistry& r);
+void register_winogrande(TaskRegistry& r);
+void register_sciq(TaskRegistry& r);
+void register_social_iqa(TaskRegistry& r);
+void register_boolq(TaskRegistry& r);
+void register_hellaswag(TaskRegistry& r);
+void register_rte(TaskRegistry& r);
+void register_mmlu(TaskRegistry& r);        // 57 subjects + mmlu, mmlu_<category> groups
+void register_lambada(TaskRegistry& r);     // lambada_openai
+void register_wikitext(TaskRegistry& r);
+
+// Metric lists used by many tasks.
+MetricSpec metric_acc();
+MetricSpec metric_acc_norm();
+
+// lm-eval hellaswag preprocess() (exposed for tests).
+std::string hellaswag_preprocess(const std::string& text);
+
+// The 57 MMLU subjects in alphabetical order.
+std::vector<std::string> mmlu_subjects();
+
+}  // namespace mf::eval

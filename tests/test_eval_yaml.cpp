@@ -1,0 +1,151 @@
+// Custom tasks from YAML and the template language: YAML versions of built-in tasks must build the
+// same requests as the built-ins on real documents; errors name the YAML file.
+#include <gtest/gtest.h>
+
+#include "eval/jsonl.h"
+#include "eval/registry.h"
+#include "eval/requests.h"
+#include "eval/template.h"
+#include "eval/yaml_task.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+using namespace mf;
+using namespace mf::eval;
+
+namespace {
+
+const std::string kData = std::string(MOEFORGE_TEST_DATA) + "/benchmarks";
+
+std::vector<Instance> instances_of(const TaskDef& t) {
+  return build_instances(t, load_task_docs(t, resolve_data_file(t, kData)));
+}
+
+void expect_same_requests(const TaskDef& a, const TaskDef& b) {
+  auto x = instances_of(a), y = instances_of(b);
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(x[i].requests.size(), y[i].requests.size()) << i;
+    for (size_t k = 0; k < x[i].requests.size(); ++k) {
+      EXPECT_EQ(x[i].requests[k].context, y[i].requests[k].context) << i;
+      EXPECT_EQ(x[i].requests[k].continuation, y[i].requests[k].continuation) << i;
+    }
+    EXPECT_EQ(x[i].gold, y[i].gold) << i;
+    EXPECT_EQ(x[i].choices, y[i].choices) << i;
+  }
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(EvalTemplate, Expressions) {
+  json doc = json::parse(R"({"q":"  Why? ","n":"3","c":{"text":["x","y"],"label":["A","B"]},"k":"B",
+                            "t":"the cat sat down","v":[1,2]})");
+  EXPECT_EQ(render_template("Q: {{q.strip()}}\nA:", doc), "Q: Why?\nA:");
+  EXPECT_EQ(render_template("{{c.text}}", doc), json::parse(R"(["x","y"])"));
+  EXPECT_EQ(render_template("{{c.label.index(k)}}", doc), 1);
+  EXPECT_EQ(render_template("{{(n|int) - 1}}", doc), 2);
+  EXPECT_EQ(render_template("{{t.split(' ')[:-1]|join(' ')}}", doc), "the cat sat");
+  EXPECT_EQ(render_template("{{' '+t.split(' ')[-1]}}", doc), " down");
+  EXPECT_EQ(render_template("{{[q, k]}}", doc), json::parse(R"(["  Why? ","B"])"));
+  EXPECT_EQ(render_template("{{c['text'][0]|upper}}", doc), "X");
+  EXPECT_EQ(render_template("{{v|length}} {{v}}", doc), "2 [1, 2]");
+  EXPECT_EQ(render_template("{{c.text}}!", doc), "['x', 'y']!");
+  EXPECT_EQ(error_of([&] { render_template("{{missing}}", doc); }), "missing field 'missing'");
+  EXPECT_NE(error_of([&] { render_template("{{q|nope}}", doc); }).find("unknown filter 'nope'"), std::string::npos);
+  EXPECT_NE(error_of([&] { render_template("{{q", doc); }).find("unclosed"), std::string::npos);
+}
+
+TEST(EvalYaml, YamlArcAndSciqMatchBuiltins) {
+  auto tasks = parse_yaml_tasks(R"(
+task: my_arc
+data_file: arc_easy/test.jsonl
+output_type: multiple_choice
+doc_to_text: "Question: {{question}}\nAnswer:"
+doc_to_choice: "{{choices.text}}"
+doc_to_target: "{{choices.label.index(answerKey)}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+metadata:
+  version: 1.0
+---
+task: my_sciq
+data_file: sciq/test.jsonl
+doc_to_text: "{{support.lstrip()}}\nQuestion: {{question}}\nAnswer:"
+doc_to_choice: ["{{distractor1}}", "{{distractor2}}", "{{distractor3}}", "{{correct_answer}}"]
+doc_to_target: 3
+---
+task: my_piqa
+data_file: piqa/validation.jsonl
+doc_to_text: "Question: {{goal}}\nAnswer:"
+doc_to_choice: "{{[sol1, sol2]}}"
+doc_to_target: label
+)",
+                                "inline.yaml");
+  ASSERT_EQ(tasks.size(), 3u);
+  TaskRegistry builtin = TaskRegistry::builtin();
+  expect_same_requests(tasks[0], *builtin.find_task("arc_easy"));
+  expect_same_requests(tasks[1], *builtin.find_task("sciq"));
+  expect_same_requests(tasks[2], *builtin.find_task("piqa"));
+  EXPECT_EQ(tasks[0].metrics.size(), 2u);
+  EXPECT_EQ(tasks[1].metrics.size(), 2u);  // multiple_choice default: acc, acc_norm
+}
+
+TEST(EvalYaml, LoglikelihoodAndDigitTargets) {
+  auto tasks = parse_yaml_tasks(R"(
+task: my_lambada
+data_file: x.jsonl
+output_type: loglikelihood
+doc_to_text: "{{text.split(' ')[:-1]|join(' ')}}"
+doc_to_target: "{{' '+text.split(' ')[-1]}}"
+---
+task: my_siqa
+data_file: x.jsonl
+doc_to_text: "Q: {{context}} {{question}}\nA:"
+doc_to_choice: "{{[answerA, answerB, answerC]}}"
+doc_to_target: "{{ (label|int) - 1 }}"
+metric_list: [{metric: acc}]
+)",
+                                "inline.yaml");
+  Doc d{json::parse(R"({"text":"he left with Jack"})"), "x.jsonl", 1};
+  Instance i = build_instance(tasks[0], d, 0);
+  EXPECT_EQ(i.requests[0].context, "he left with");
+  EXPECT_EQ(i.requests[0].continuation, " Jack");
+  EXPECT_EQ(tasks[0].metrics[0].name, "perplexity");
+  Doc s{json::parse(R"({"context":"C.","question":"Q?","answerA":"a","answerB":"b","answerC":"c","label":"2"})"),
+        "x.jsonl", 4};
+  Instance j = build_instance(tasks[1], s, 0);
+  EXPECT_EQ(j.requests[0].context, "Q: C. Q?\nA:");
+  EXPECT_EQ(j.gold, 1);
+  Doc bad{json::parse(R"({"context":"C.","question":"Q?","answerA":"a","answerB":"b","answerC":"c","label":"9"})"),
+          "x.jsonl", 7};
+  EXPECT_EQ(error_of([&] { build_instance(tasks[1], bad, 0); }), "x.jsonl:7: gold index 8 out of range for 3 choices");
+  Doc missing{json::parse(R"({"context":"C.","answerA":"a","answerB":"b","answerC":"c","label":"1"})"), "x.jsonl", 2};
+  EXPECT_EQ(error_of([&] { build_instance(tasks[1], missing, 0); }), "x.jsonl:2: missing field 'question'");
+}
+
+TEST(EvalYaml, ErrorsNameTheFile) {
+  const std::string dir = ::testing::TempDir() + "mf_eval_yaml";
+  make_dirs(dir);
+  const std::string path = dir + "/t.yaml";
+  write_file_atomic(path, "task: a\ndoc_to_text: x\n");
+  EXPECT_EQ(error_of([&] { load_yaml_tasks(path); }), path + ": task 'a': missing key 'data_file'");
+  write_file_atomic(path, "task: a\ndata_file: f\ndoc_to_text: x\ndoc_to_target: 0\n");
+  EXPECT_EQ(error_of([&] { load_yaml_tasks(path); }), path + ": task 'a': missing key 'doc_to_choice'");
+  write_file_atomic(path, "task: a\ndata_file: f\ndoc_to_text: x\ndoc_to_choice: c\ndoc_to_target: 0\n"
+                          "metric_list: [{metric: bleu}]\n");
+  EXPECT_NE(error_of([&] { load_yaml_tasks(path); }).find(path + ": task 'a': unknown metric 'bleu'"), std::string::npos);
+  write_file_atomic(path, "task: [a\n");
+  EXPECT_EQ(error_of([&] { load_yaml_tasks(path); }).rfind(path + ": invalid YAML", 0), 0u);
+  write_file_atomic(path, "doc_to_text: x\n");
+  EXPECT_EQ(error_of([&] { load_yaml_tasks(path); }), path + ": missing key 'task'");
+}
