@@ -15,7 +15,8 @@ namespace {
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
 std::string tmpdir(const std::string& name) {
-  std::string dir = testing::TempDir() + "/mf_ck/" + name;
+  std::string dir = testing::TempDir() + "/mf_ck/" + testing::UnitTest::GetInstance()->current_test_info()->name() +
+                    "/" + name;
   remove_all(dir);
   make_dirs(parent_dir(dir));
   return dir;

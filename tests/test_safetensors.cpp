@@ -13,8 +13,9 @@ using namespace mf;
 
 namespace {
 
+// One directory per test: ctest runs the tests of this file in parallel processes.
 std::string tmp(const std::string& name) {
-  std::string dir = testing::TempDir() + "/mf_st";
+  std::string dir = testing::TempDir() + "/mf_st/" + testing::UnitTest::GetInstance()->current_test_info()->name();
   make_dirs(dir);
   return dir + "/" + name;
 }
