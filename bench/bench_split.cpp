@@ -14,7 +14,10 @@
 #include <iterator>
 #include <string>
 
+#include <ATen/ATen.h>
+
 #include "split/hemoe_placement.h"
+#include "split/split.h"
 #include "util/rng.h"
 
 namespace {
@@ -76,5 +79,21 @@ void BM_HemoeCbc300s(benchmark::State& state) {
   state.counters["cbc_gap"] = (fast.upper_bound - cbc.best.objective) / fast.upper_bound;
 }
 BENCHMARK(BM_HemoeCbc300s)->Arg(1)->Arg(2)->Arg(3)->Iterations(1)->Unit(benchmark::kSecond);
+
+}  // namespace
+
+namespace {
+
+// HEMoE step (e) on the bundled reference-model shape (F=1024, H=256 → M=128 modules of 8) and
+// MoEfication's k=8 split of the same rows: balanced k-means to convergence (max 100 iterations).
+void BM_HemoeModulesKMeans(benchmark::State& state) {
+  const int64_t F = state.range(0), H = state.range(1), k = state.range(2);
+  at::Tensor rows = at::randn({F, H}, at::detail::createCPUGenerator(1)).to(at::kDouble);
+  rows = rows / rows.norm(2, {1}, true);
+  mf::BalancedKMeansResult r;
+  for (auto _ : state) r = mf::balanced_kmeans(rows, std::vector<int64_t>(k, F / k), 42, 100);
+  state.counters["iterations"] = r.iterations;
+}
+BENCHMARK(BM_HemoeModulesKMeans)->Args({1024, 256, 128})->Args({1024, 256, 8})->Iterations(1)->Unit(benchmark::kSecond);
 
 }  // namespace
