@@ -122,6 +122,10 @@ TEST(TrainLoop, KilledAndResumedRunMatchesUninterruptedExactly) {
     EXPECT_EQ(rb.steps, 6);
   }
   EXPECT_EQ(read_metrics(dir_b).size(), 6u);
+  {
+    std::ofstream torn(dir_b + "/metrics.jsonl", std::ios::app);
+    torn << "{\"step\": 7, \"loss\": 2.";  // killed in the middle of writing a line
+  }
   EXPECT_EQ(base_name(latest_checkpoint(dir_b)), "step-00000004");
   torch::manual_seed(999);
   TinyLm c(12, 8);
@@ -148,6 +152,10 @@ TEST(TrainLoop, KilledAndResumedRunMatchesUninterruptedExactly) {
   EXPECT_LT(ma.back()["loss"].get<double>(), ma.front()["loss"].get<double>());
   // keep_checkpoints = 1: only the final one is left.
   EXPECT_EQ(list_dir(dir_b + "/checkpoints").size(), 1u);
+  // Starting over (no resume) in a directory with checkpoints is refused.
+  TrainerOptions over = small_options(dir_b);
+  over.resume = false;
+  EXPECT_THROW(train_loop(*c, loss_for(c), data.train, data.val, over), Error);
 }
 
 TEST(TrainLoop, MetricsLinesParse) {

@@ -47,14 +47,23 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-// Keeps the metrics lines of steps <= `step` (those a resumed run does not redo).
+// Keeps the metrics lines of steps <= `step` (those a resumed run does not redo). A last line
+// cut short by the kill is dropped; a broken line anywhere else is an error.
 void truncate_metrics(const std::string& path, int64_t step) {
   if (!path_exists(path)) return;
+  std::vector<std::string> lines;
+  for (const auto& line : split(read_file(path), '\n'))
+    if (!trim(line).empty()) lines.push_back(line);
   std::string kept;
-  for (const auto& line : split(read_file(path), '\n')) {
-    if (trim(line).empty()) continue;
-    json j = parse_json(line, path);
-    if (json_get<int64_t>(j, "step", path) <= step) kept += line + "\n";
+  for (size_t i = 0; i < lines.size(); ++i) {
+    json j;
+    try {
+      j = parse_json(lines[i], cat(path, ":", i + 1));
+    } catch (const Error&) {
+      if (i + 1 == lines.size()) break;
+      throw;
+    }
+    if (json_get<int64_t>(j, "step", cat(path, ":", i + 1)) <= step) kept += lines[i] + "\n";
   }
   write_file_atomic(path, kept);
 }
@@ -186,6 +195,10 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     result.last_checkpoint = ckpt;
     log_info("resuming from ", ckpt, " (step ", step, ")");
   } else {
+    // Starting over in a directory with checkpoints would mix two runs (a later resume
+    // would pick whichever step number is higher).
+    if (!latest_checkpoint(options.out_dir).empty())
+      fail_file(options.out_dir, "holds checkpoints of an earlier run; resume it or use a new output directory");
     write_file_atomic(metrics_path, "");
   }
   result.start_step = step;
