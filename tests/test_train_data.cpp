@@ -1,6 +1,8 @@
 // JSONL documents, packing into windows, and the resumable shuffled batch iterator.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <set>
 
 #include "train/data.h"
@@ -12,7 +14,7 @@ using namespace mf;
 namespace {
 
 std::string temp_file(const std::string& name, const std::string& content) {
-  std::string dir = ::testing::TempDir() + "/mf_train_data";
+  std::string dir = ::testing::TempDir() + "/mf_train_data_" + std::to_string(::getpid());
   make_dirs(dir);
   std::string path = dir + "/" + name;
   write_file_atomic(path, content);

@@ -2,6 +2,8 @@
 // the pretrain recipe end to end on a tiny model defined here (no dependency on src/model).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <fstream>
 
 #include "train/pretrain.h"
@@ -39,7 +41,8 @@ struct TinyLmImpl : torch::nn::Module {
 TORCH_MODULE(TinyLm);
 
 std::string fresh_dir(const std::string& name) {
-  std::string dir = ::testing::TempDir() + "/mf_train_loop/" + name;
+  // Per process: test binaries of several builds may run at the same time.
+  std::string dir = ::testing::TempDir() + "/mf_train_loop_" + std::to_string(::getpid()) + "/" + name;
   remove_all(dir);
   make_dirs(dir);
   return dir;
