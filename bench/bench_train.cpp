@@ -1,0 +1,87 @@
+// Pretraining throughput of the tiny reference config (hidden 256, FFN 1024, 8 layers, 8 heads,
+// vocab 8192, seq 256) through the real trainer (forward, backward, clipping, AdamW), in
+// tokens/s and as a fraction of the bf16 GEMM peak measured in the same run on the model's
+// training FLOPs (6 x matmul params + attention, train/pretrain.h).
+// It needs the Llama runtime (src/model/); until that is part of the tree this file compiles
+// to nothing.
+#if __has_include("model/model.h")
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include "model/config.h"
+#include "model/model.h"
+#include "train/pretrain.h"
+#include "train/trainer.h"
+#include "util/fs.h"
+#include "util/progress.h"
+#include "util/rng.h"
+
+namespace {
+
+mf::json tiny_config() {
+  return {{"model_type", "llama"},       {"hidden_size", 256},         {"intermediate_size", 1024},
+          {"num_hidden_layers", 8},      {"num_attention_heads", 8},   {"num_key_value_heads", 8},
+          {"vocab_size", 8192},          {"max_position_embeddings", 256}, {"rope_theta", 10000.0},
+          {"rms_norm_eps", 1e-6},        {"tie_word_embeddings", true}};
+}
+
+// bf16 GEMM GFLOP/s on 2048^2, as bench_machine's BM_GemmPeak/bf16, measured here for the ratio.
+double bf16_gemm_gflops() {
+  const int64_t n = 2048;
+  auto a = torch::randn({n, n}).to(at::kBFloat16), b = torch::randn({n, n}).to(at::kBFloat16);
+  auto c = torch::mm(a, b);
+  auto t0 = std::chrono::steady_clock::now();
+  int reps = 0;
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 2.0) {
+    torch::mm_out(c, a, b);
+    ++reps;
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * n * n * n * reps / s * 1e-9;
+}
+
+void BM_PretrainTiny(benchmark::State& state) {
+  const bool bf16 = state.range(0) != 0;
+  const int64_t seq = 256, batch = 8, steps = 6;
+  mf::Progress::set_enabled(false);
+  const mf::ModelConfig cfg = mf::parse_model_config(tiny_config(), "bench");
+  std::vector<int32_t> stream(static_cast<size_t>(seq * batch * (steps + 2) + 1));
+  mf::Rng rng(1);
+  for (auto& t : stream) t = static_cast<int32_t>(rng.below(8192));
+  mf::PackedSequences data(stream, seq);
+  double tokens_per_s = 0.0;
+  int64_t matmul_params = 0;
+  mf::remove_all("/tmp/moeforge_bench_train");
+  for (auto _ : state) {
+    std::shared_ptr<mf::Model> model = mf::Model::create(cfg);
+    model->init_random(0);
+    matmul_params = 0;
+    for (const auto& p : model->parameters()) matmul_params += p.numel();  // tied: embedding = lm_head
+    mf::TrainerOptions o;
+    o.batch_size = batch;
+    o.max_steps = steps;
+    o.schedule.lr = 1e-3;
+    o.bf16 = bf16;
+    o.progress = false;
+    o.keep_checkpoints = 1;
+    o.out_dir = "/tmp/moeforge_bench_train";
+    o.resume = false;
+    auto loss = [&](const at::Tensor& w) {
+      return mf::next_token_loss(model->forward(w.slice(1, 0, seq)), w);
+    };
+    mf::TrainResult r = mf::train_loop(*model, loss, data, {}, o);
+    tokens_per_s = r.tokens_per_s;
+    mf::remove_all("/tmp/moeforge_bench_train");
+  }
+  const double flops = mf::training_flops_per_token(matmul_params, 8, seq, 256);
+  const double peak = bf16_gemm_gflops();
+  state.counters["tokens/s"] = tokens_per_s;
+  state.counters["train_GFLOP/s"] = tokens_per_s * flops * 1e-9;
+  state.counters["bf16_peak_GFLOP/s"] = peak;
+  state.counters["frac_of_bf16_peak"] = tokens_per_s * flops * 1e-9 / peak;
+}
+BENCHMARK(BM_PretrainTiny)->ArgName("bf16")->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+}  // namespace
+
+#endif  // __has_include("model/model.h")

@@ -1,0 +1,233 @@
+#include "train/pretrain.h"
+
+#include <map>
+#include <unordered_set>
+
+#include "io/safetensors.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/hash.h"
+#include "util/log.h"
+#include "util/rng.h"
+#include "util/str.h"
+
+namespace mf {
+
+namespace {
+
+std::string resolve(const std::string& base_dir, const std::string& p) {
+  if (p.empty() || p[0] == '/') return p;
+  return path_join(base_dir, p);
+}
+
+std::vector<std::string> string_list(const json& j, const std::string& key, const std::string& origin) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) fail_file(origin, "missing key 'training." + key + "'");
+  std::vector<std::string> out;
+  if (it->is_string()) out.push_back(it->get<std::string>());
+  else if (it->is_array()) {
+    for (const auto& e : *it) {
+      if (!e.is_string()) fail_file(origin, "key 'training." + key + "' must be a string or a list of strings");
+      out.push_back(e.get<std::string>());
+    }
+  } else {
+    fail_file(origin, "key 'training." + key + "' must be a string or a list of strings");
+  }
+  if (out.empty()) fail_file(origin, "key 'training." + key + "' is empty");
+  return out;
+}
+
+const std::unordered_set<std::string>& known_training_keys() {
+  static const std::unordered_set<std::string> keys = {
+      "seq_len", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "max_steps", "weight_decay",
+      "betas", "eps", "clip", "bf16", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "seed",
+      "train_data", "validation_data", "tokenizer", "output_dir", "no_decay_names"};
+  return keys;
+}
+
+}  // namespace
+
+PretrainConfig load_pretrain_config(const std::string& path) {
+  json root = read_json_file(path);
+  if (!root.is_object()) fail_file(path, "expected a JSON object with 'model' and 'training'");
+  PretrainConfig c;
+  c.path = path;
+  const std::string base = parent_dir(path).empty() ? "." : parent_dir(path);
+  if (!root.contains("model") || !root["model"].is_object()) fail_file(path, "missing object 'model'");
+  if (!root.contains("training") || !root["training"].is_object()) fail_file(path, "missing object 'training'");
+  json m = root["model"];
+  const json& t = root["training"];
+  for (auto it = t.begin(); it != t.end(); ++it)
+    if (!known_training_keys().count(it.key())) fail_file(path, "unknown key 'training." + it.key() + "'");
+
+  // Model: required sizes, Llama defaults as HF's LlamaConfig has them.
+  const std::string mo = path;
+  auto positive = [&](const char* key) {
+    int64_t v = json_get<int64_t>(m, key, mo);
+    if (v <= 0) fail_file(path, cat("model.", key, " must be positive"));
+    return v;
+  };
+  const int64_t hidden = positive("hidden_size");
+  positive("intermediate_size");
+  positive("num_hidden_layers");
+  const int64_t heads = positive("num_attention_heads");
+  positive("vocab_size");
+  if (!m.contains("num_key_value_heads")) m["num_key_value_heads"] = heads;
+  const int64_t kv = positive("num_key_value_heads");
+  if (hidden % heads != 0) fail_file(path, "model.hidden_size must be divisible by num_attention_heads");
+  if (heads % kv != 0) fail_file(path, "model.num_attention_heads must be divisible by num_key_value_heads");
+  if (!m.contains("rope_theta")) m["rope_theta"] = 10000.0;
+  if (!m.contains("rms_norm_eps")) m["rms_norm_eps"] = 1e-6;
+  if (!m.contains("tie_word_embeddings")) m["tie_word_embeddings"] = false;
+  json_get<double>(m, "rope_theta", mo);
+  json_get<double>(m, "rms_norm_eps", mo);
+  json_get<bool>(m, "tie_word_embeddings", mo);
+  if (!m.contains("model_type")) m["model_type"] = "llama";
+  if (!m.contains("architectures")) m["architectures"] = json::array({"LlamaForCausalLM"});
+  if (!m.contains("hidden_act")) m["hidden_act"] = "silu";
+
+  // Training.
+  c.seq_len = json_get<int64_t>(t, "seq_len", path);
+  if (c.seq_len <= 0) fail_file(path, "training.seq_len must be positive");
+  if (!m.contains("max_position_embeddings")) m["max_position_embeddings"] = c.seq_len;
+  if (json_get<int64_t>(m, "max_position_embeddings", mo) < c.seq_len)
+    fail_file(path, "training.seq_len exceeds model.max_position_embeddings");
+  c.model = m;
+
+  TrainerOptions& o = c.trainer;
+  o.batch_size = json_get<int64_t>(t, "batch_size", path);
+  o.grad_accum = json_get_or<int64_t>(t, "grad_accum", 1, path);
+  o.max_steps = json_get<int64_t>(t, "max_steps", path);
+  o.schedule.lr = json_get<double>(t, "lr", path);
+  o.schedule.min_lr = json_get_or<double>(t, "min_lr", o.schedule.lr * 0.1, path);
+  o.schedule.warmup_steps = json_get_or<int64_t>(t, "warmup_steps", 0, path);
+  o.adamw.weight_decay = json_get_or<double>(t, "weight_decay", 0.1, path);
+  o.adamw.eps = json_get_or<double>(t, "eps", 1e-8, path);
+  if (t.contains("betas")) {
+    const json& b = t["betas"];
+    if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number())
+      fail_file(path, "training.betas must be a list of two numbers");
+    o.adamw.beta1 = b[0].get<double>();
+    o.adamw.beta2 = b[1].get<double>();
+  }
+  o.clip = json_get_or<double>(t, "clip", 1.0, path);
+  o.bf16 = json_get_or<bool>(t, "bf16", true, path);
+  o.eval_every = json_get_or<int64_t>(t, "eval_every", 0, path);
+  o.eval_batches = json_get_or<int64_t>(t, "eval_batches", 8, path);
+  o.save_every = json_get_or<int64_t>(t, "save_every", 0, path);
+  o.keep_checkpoints = json_get_or<int64_t>(t, "keep_checkpoints", 2, path);
+  o.seed = static_cast<uint64_t>(json_get_or<int64_t>(t, "seed", 0, path));
+  if (t.contains("no_decay_names")) o.no_decay_names = string_list(t, "no_decay_names", path);
+  for (auto [key, v] : {std::pair<const char*, int64_t>{"batch_size", o.batch_size},
+                        {"grad_accum", o.grad_accum},
+                        {"max_steps", o.max_steps}})
+    if (v <= 0) fail_file(path, cat("training.", key, " must be positive"));
+  for (auto [key, v] : {std::pair<const char*, int64_t>{"warmup_steps", o.schedule.warmup_steps},
+                        {"eval_every", o.eval_every},
+                        {"save_every", o.save_every},
+                        {"keep_checkpoints", o.keep_checkpoints}})
+    if (v < 0) fail_file(path, cat("training.", key, " must not be negative"));
+  if (!(o.schedule.lr > 0)) fail_file(path, "training.lr must be positive");
+  if (o.schedule.min_lr < 0 || o.schedule.min_lr > o.schedule.lr)
+    fail_file(path, "training.min_lr must lie in [0, lr]");
+  if (o.schedule.warmup_steps > o.max_steps) fail_file(path, "training.warmup_steps exceeds max_steps");
+  if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1 && o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
+    fail_file(path, "training.betas must lie in [0, 1)");
+  if (o.adamw.weight_decay < 0) fail_file(path, "training.weight_decay must not be negative");
+
+  for (const auto& f : string_list(t, "train_data", path)) c.train_files.push_back(resolve(base, f));
+  if (t.contains("validation_data"))
+    for (const auto& f : string_list(t, "validation_data", path)) c.validation_files.push_back(resolve(base, f));
+  c.tokenizer = resolve(base, json_get<std::string>(t, "tokenizer", path));
+  o.out_dir = resolve(base, json_get_or<std::string>(t, "output_dir", "", path));
+  return c;
+}
+
+double training_flops_per_token(int64_t matmul_params, int64_t layers, int64_t seq_len, int64_t hidden) {
+  return 6.0 * static_cast<double>(matmul_params) +
+         12.0 * static_cast<double>(layers) * static_cast<double>(seq_len) * static_cast<double>(hidden);
+}
+
+TrainResult run_pretrain(const PretrainConfig& config, const std::function<PretrainModel()>& make_model,
+                         const PretrainTokenizer& tokenizer) {
+  const TrainerOptions& opt = config.trainer;
+  if (opt.out_dir.empty()) fail_file(config.path, "no output directory (training.output_dir or --output)");
+  const int64_t vocab = json_get<int64_t>(config.model, "vocab_size", config.path);
+  if (tokenizer.eos_id < 0 || tokenizer.eos_id >= vocab)
+    fail_file(config.tokenizer, cat("EOS id ", tokenizer.eos_id, " outside the model vocabulary of ", vocab));
+
+  seed_torch(opt.seed);
+  PretrainModel model = make_model();
+  if (!model.module || !model.logits) fail("pretrain: the model factory returned no model");
+
+  // Data: training documents in file order, validation documents grouped by domain.
+  std::vector<std::string> train_texts;
+  for (const auto& f : config.train_files)
+    for (auto& d : read_documents_jsonl(f)) train_texts.push_back(std::move(d.text));
+  if (train_texts.empty()) fail_file(config.train_files.front(), "no documents");
+  PackedSequences train(build_token_stream(train_texts, tokenizer.encode, tokenizer.eos_id, "tokenize train"),
+                        config.seq_len);
+  train_texts = {};
+  if (train.max_token() >= vocab)
+    fail_file(config.tokenizer, cat("token id ", train.max_token(), " outside the model vocabulary of ", vocab));
+  std::map<std::string, std::vector<std::string>> by_domain;
+  for (const auto& f : config.validation_files)
+    for (auto& d : read_documents_jsonl(f)) by_domain[d.domain].push_back(std::move(d.text));
+  std::vector<std::pair<std::string, PackedSequences>> validation;
+  for (auto& [domain, texts] : by_domain) {
+    PackedSequences packed(build_token_stream(texts, tokenizer.encode, tokenizer.eos_id), config.seq_len);
+    if (packed.size() == 0) {
+      log_warn("validation domain '", domain, "' has fewer than ", config.seq_len + 1, " tokens; not evaluated");
+      continue;
+    }
+    validation.emplace_back(domain, std::move(packed));
+  }
+  log_info("pretrain: ", train.size(), " training sequences of ", config.seq_len + 1, " tokens, ",
+           validation.size(), " validation domains");
+
+  auto loss_fn = [&](const at::Tensor& windows) {
+    at::Tensor inputs = windows.slice(1, 0, windows.size(1) - 1);
+    return next_token_loss(model.logits(inputs), windows);
+  };
+  TrainResult result = train_loop(*model.module, loss_fn, train, validation, opt);
+  if (opt.stop_after_step >= 0 && result.steps < opt.max_steps) return result;
+
+  // The final model directory, HF layout.
+  AtomicDir dir(path_join(opt.out_dir, "final"));
+  json cfg = config.model;
+  cfg["torch_dtype"] = "float32";
+  if (!cfg.contains("bos_token_id")) cfg["bos_token_id"] = nullptr;
+  cfg["eos_token_id"] = tokenizer.eos_id;
+  write_json_file(path_join(dir.path(), "config.json"), cfg);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  if (model.export_tensors) {
+    tensors = model.export_tensors();
+  } else {
+    std::unordered_set<const void*> seen;
+    for (const auto& item : model.module->named_parameters(true))
+      if (seen.insert(item.value().unsafeGetTensorImpl()).second) tensors.emplace_back(item.key(), item.value());
+  }
+  save_safetensors(path_join(dir.path(), "model.safetensors"), tensors);
+  if (!tokenizer.files_dir.empty())
+    for (const auto& name : list_dir(tokenizer.files_dir)) {
+      const std::string from = path_join(tokenizer.files_dir, name);
+      if (!is_directory(from)) copy_file(from, path_join(dir.path(), name));
+    }
+  json record = {{"recipe", "pretrain"},
+                 {"config", config.path},
+                 {"steps", result.steps},
+                 {"final_loss", result.last_loss},
+                 {"tokens_per_s", result.tokens_per_s},
+                 {"val_loss", result.val_loss},
+                 {"train_sequences", train.size()},
+                 {"seq_len", config.seq_len},
+                 {"inputs", json::array()}};
+  for (const auto& f : config.train_files) record["inputs"].push_back({{"path", f}, {"sha256", sha256_file(f)}});
+  for (const auto& f : config.validation_files)
+    record["inputs"].push_back({{"path", f}, {"sha256", sha256_file(f)}});
+  write_json_file(path_join(dir.path(), "train_record.json"), record);
+  dir.commit();
+  return result;
+}
+
+}  // namespace mf

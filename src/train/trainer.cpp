@@ -1,0 +1,302 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <mutex>
+
+#include "io/safetensors.h"
+#include "util/compat.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/progress.h"
+#include "util/str.h"
+
+namespace mf {
+
+namespace {
+
+constexpr const char* kStateFile = "trainer_state.json";
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+// step-N directory names under dir, sorted by N.
+std::vector<std::pair<int64_t, std::string>> checkpoint_dirs(const std::string& out_dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::string dir = path_join(out_dir, "checkpoints");
+  if (!is_directory(dir)) return out;
+  for (const auto& name : list_dir(dir)) {
+    if (name.size() != 13 || name.rfind("step-", 0) != 0) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    std::string path = path_join(dir, name);
+    if (!path_exists(path_join(path, kStateFile))) continue;
+    out.emplace_back(std::stoll(name.substr(5)), path);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Keeps the metrics lines of steps <= `step` (those a resumed run does not redo). A last line
+// cut short by the kill is dropped; a broken line anywhere else is an error.
+void truncate_metrics(const std::string& path, int64_t step) {
+  if (!path_exists(path)) return;
+  std::vector<std::string> lines;
+  for (const auto& line : split(read_file(path), '\n'))
+    if (!trim(line).empty()) lines.push_back(line);
+  std::string kept;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    json j;
+    try {
+      j = parse_json(lines[i], cat(path, ":", i + 1));
+    } catch (const Error&) {
+      if (i + 1 == lines.size()) break;
+      throw;
+    }
+    if (json_get<int64_t>(j, "step", cat(path, ":", i + 1)) <= step) kept += lines[i] + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+std::string loss_text(double loss) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4f", loss);
+  return buf;
+}
+
+json loss_map_json(const std::map<std::string, double>& m) {
+  json j = json::object();
+  for (const auto& [k, v] : m) j[k] = v;
+  return j;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> module_tensors(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : module.named_parameters(true)) out.emplace_back(item.key(), item.value());
+  for (const auto& item : module.named_buffers(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+void load_module_tensors(torch::nn::Module& module, const std::string& path) {
+  auto file = SafetensorsFile::open(path);
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : module_tensors(module)) {
+    const StTensorInfo* info = file->find(name);
+    if (!info) fail_file(path, "no tensor '" + name + "'");
+    at::Tensor src = file->get(name);
+    if (src.sizes() != t.sizes()) fail_file(path, "tensor '" + name + "' has the wrong shape");
+    t.copy_(src);
+  }
+}
+
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& windows) {
+  const int64_t T = windows.size(1) - 1;
+  at::Tensor targets = windows.slice(1, 1, T + 1).reshape({-1});
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets);
+}
+
+std::string latest_checkpoint(const std::string& out_dir) {
+  auto dirs = checkpoint_dirs(out_dir);
+  return dirs.empty() ? std::string() : dirs.back().second;
+}
+
+std::map<std::string, double> evaluate_domains(torch::nn::Module& model, const BatchLossFn& loss_fn,
+                                               const std::vector<std::pair<std::string, PackedSequences>>& domains,
+                                               int64_t batch_size, int64_t max_batches, bool bf16) {
+  std::map<std::string, double> out;
+  const bool was_training = model.is_training();
+  model.eval();
+  at::NoGradGuard no_grad;
+  for (const auto& [name, data] : domains) {
+    int64_t n = data.size();
+    if (max_batches > 0) n = std::min(n, max_batches * batch_size);
+    if (n == 0) continue;
+    double sum = 0.0;
+    for (int64_t begin = 0; begin < n; begin += batch_size) {
+      std::vector<int64_t> idx;
+      for (int64_t i = begin; i < std::min(n, begin + batch_size); ++i) idx.push_back(i);
+      at::Tensor loss;
+      {
+        CpuAutocast autocast(bf16, at::kBFloat16);
+        loss = loss_fn(data.windows(idx));
+      }
+      // Every window has seq_len targets, so weighting by windows weights by tokens.
+      sum += loss.item<double>() * static_cast<double>(idx.size());
+    }
+    out[name] = sum / static_cast<double>(n);
+  }
+  if (was_training) model.train();
+  return out;
+}
+
+TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, const PackedSequences& train,
+                       const std::vector<std::pair<std::string, PackedSequences>>& validation,
+                       const TrainerOptions& options) {
+  if (options.out_dir.empty()) fail("trainer: no output directory");
+  if (options.grad_accum <= 0) fail("grad_accum must be positive");
+  if (options.max_steps <= 0) fail("max_steps must be positive");
+  make_dirs(path_join(options.out_dir, "checkpoints"));
+  const std::string metrics_path = path_join(options.out_dir, "metrics.jsonl");
+
+  LrSchedule schedule = options.schedule;
+  schedule.max_steps = options.max_steps;
+  AdamW optimizer(select_params(module_tensors(model), options.no_decay_1d, options.no_decay_names), options.adamw);
+  ShuffledBatches batches(train, options.batch_size, options.seed);
+  const int64_t tokens_per_step = options.batch_size * options.grad_accum * train.seq_len();
+
+  TrainResult result;
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  const std::string ckpt = options.resume ? latest_checkpoint(options.out_dir) : std::string();
+  if (!ckpt.empty()) {
+    const std::string state_path = path_join(ckpt, kStateFile);
+    json st = read_json_file(state_path);
+    for (auto [key, want] : {std::pair<const char*, int64_t>{"batch_size", options.batch_size},
+                             {"grad_accum", options.grad_accum},
+                             {"seq_len", train.seq_len()},
+                             {"train_sequences", train.size()}}) {
+      int64_t have = json_get<int64_t>(st, key, state_path);
+      if (have != want)
+        fail_file(state_path, cat("checkpoint was written with ", key, " ", have, ", the run now has ", want,
+                                  " (use a new output directory)"));
+    }
+    if (json_get<int64_t>(st, "seed", state_path) != static_cast<int64_t>(options.seed))
+      fail_file(state_path, "checkpoint was written with another seed (use a new output directory)");
+    step = json_get<int64_t>(st, "step", state_path);
+    tokens_seen = json_get<int64_t>(st, "tokens_seen", state_path);
+    load_module_tensors(model, path_join(ckpt, "model.safetensors"));
+    const std::string opt_path = path_join(ckpt, "optimizer.safetensors");
+    auto opt_file = SafetensorsFile::open(opt_path);
+    std::vector<std::pair<std::string, at::Tensor>> opt_tensors;
+    for (const auto& info : opt_file->tensors()) opt_tensors.emplace_back(info.name, opt_file->get(info.name));
+    optimizer.load_state(opt_tensors, json_get<int64_t>(st, "optimizer_steps", state_path), opt_path);
+    if (!opt_file->contains("rng.cpu")) fail_file(opt_path, "no tensor 'rng.cpu'");
+    {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(opt_file->get("rng.cpu").clone());
+    }
+    const std::string data_origin = state_path + " (data)";
+    const json& d = st.at("data");
+    batches.restore({json_get<int64_t>(d, "epoch", data_origin), json_get<int64_t>(d, "offset", data_origin)});
+    truncate_metrics(metrics_path, step);
+    result.last_checkpoint = ckpt;
+    log_info("resuming from ", ckpt, " (step ", step, ")");
+  } else {
+    // Starting over in a directory with checkpoints would mix two runs (a later resume
+    // would pick whichever step number is higher).
+    if (!latest_checkpoint(options.out_dir).empty())
+      fail_file(options.out_dir, "holds checkpoints of an earlier run; resume it or use a new output directory");
+    write_file_atomic(metrics_path, "");
+  }
+  result.start_step = step;
+
+  auto save = [&](int64_t at_step) {
+    const std::string final_dir = path_join(path_join(options.out_dir, "checkpoints"), step_dir_name(at_step));
+    AtomicDir dir(final_dir);
+    save_safetensors(path_join(dir.path(), "model.safetensors"), module_tensors(model));
+    auto opt = optimizer.state_tensors();
+    {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      opt.emplace_back("rng.cpu", gen.get_state());
+    }
+    save_safetensors(path_join(dir.path(), "optimizer.safetensors"), opt);
+    json st = {{"format", "moeforge-trainer-state"},
+               {"version", 1},
+               {"step", at_step},
+               {"optimizer_steps", optimizer.steps_taken()},
+               {"tokens_seen", tokens_seen},
+               {"batch_size", options.batch_size},
+               {"grad_accum", options.grad_accum},
+               {"seq_len", train.seq_len()},
+               {"train_sequences", train.size()},
+               {"seed", static_cast<int64_t>(options.seed)},
+               {"data", {{"epoch", batches.position().epoch}, {"offset", batches.position().offset}}}};
+    write_json_file(path_join(dir.path(), kStateFile), st);
+    dir.commit();
+    result.last_checkpoint = final_dir;
+    if (options.keep_checkpoints > 0) {
+      auto dirs = checkpoint_dirs(options.out_dir);
+      for (size_t i = 0; i + options.keep_checkpoints < dirs.size(); ++i) remove_all(dirs[i].second);
+    }
+  };
+
+  std::ofstream metrics(metrics_path, std::ios::app);
+  if (!metrics) fail_file(metrics_path, "cannot open for appending");
+
+  std::unique_ptr<Progress> bar;
+  if (options.progress)
+    bar = std::make_unique<Progress>("train", (options.max_steps - step) * tokens_per_step, "tok");
+  double train_seconds = 0.0;
+  int64_t tokens_this_run = 0;
+  model.train();
+  while (step < options.max_steps) {
+    auto t0 = std::chrono::steady_clock::now();
+    const double lr = schedule.at(step);
+    optimizer.zero_grad();
+    double loss_sum = 0.0;
+    for (int64_t micro = 0; micro < options.grad_accum; ++micro) {
+      at::Tensor batch = batches.next();
+      at::Tensor loss;
+      {
+        CpuAutocast autocast(options.bf16, at::kBFloat16);
+        loss = loss_fn(batch);
+      }
+      // Micro-batches hold equal token counts, so averaging their means is the batch mean.
+      (loss / static_cast<double>(options.grad_accum)).backward();
+      loss_sum += loss.item<double>();
+    }
+    const double loss = loss_sum / static_cast<double>(options.grad_accum);
+    if (!std::isfinite(loss)) fail(cat("step ", step + 1, ": the loss is not finite (", loss, "); lower lr or check the data"));
+    const double grad_norm = clip_grad_norm(optimizer.params(), options.clip);
+    optimizer.step(lr);
+    ++step;
+    tokens_seen += tokens_per_step;
+    tokens_this_run += tokens_per_step;
+    const double dt = seconds_since(t0);
+    train_seconds += dt;
+
+    json line = {{"step", step},
+                 {"loss", loss},
+                 {"lr", lr},
+                 {"grad_norm", grad_norm},
+                 {"tokens", tokens_seen},
+                 {"tokens_per_s", dt > 0 ? tokens_per_step / dt : 0.0}};
+    const bool last = step == options.max_steps;
+    if ((options.eval_every > 0 && step % options.eval_every == 0) || last) {
+      if (!validation.empty()) {
+        result.val_loss = evaluate_domains(model, loss_fn, validation, options.batch_size, options.eval_batches,
+                                           options.bf16);
+        line["val_loss"] = loss_map_json(result.val_loss);
+      }
+    }
+    metrics << line.dump() << "\n";
+    metrics.flush();
+    result.last_loss = loss;
+    if (bar) {
+      bar->advance(tokens_per_step);
+      bar->set_postfix(cat("step ", step, "/", options.max_steps, " loss ", loss_text(loss)));
+    }
+    if ((options.save_every > 0 && step % options.save_every == 0) || last) save(step);
+    if (options.stop_after_step >= 0 && step >= options.stop_after_step) break;
+  }
+  if (bar) bar->finish();
+  result.steps = step;
+  result.tokens_per_s = train_seconds > 0 ? tokens_this_run / train_seconds : 0.0;
+  return result;
+}
+
+}  // namespace mf

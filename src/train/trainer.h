@@ -1,0 +1,76 @@
+// The training loop shared by the recipes: a torch::nn::Module plus a function that turns a
+// batch into a scalar loss. It owns AdamW, the LR schedule, gradient accumulation and
+// clipping, bf16 autocast, per-domain validation, checkpoints with exact resume, the metrics
+// JSONL and the progress bar. docs/training.md describes the files it writes.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "train/data.h"
+#include "train/optim.h"
+
+namespace mf {
+
+struct TrainerOptions {
+  int64_t batch_size = 8;   // sequences per micro-batch
+  int64_t grad_accum = 1;   // micro-batches per optimizer step
+  int64_t max_steps = 100;  // optimizer steps
+  LrSchedule schedule;      // its max_steps is taken from max_steps above
+  AdamWOptions adamw;
+  bool no_decay_1d = true;                // norms and biases: no weight decay
+  std::vector<std::string> no_decay_names;  // e.g. {"embed_tokens"}
+  double clip = 1.0;                      // global-norm clipping; <= 0: off (norm still logged)
+  bool bf16 = false;                      // CPU autocast to bf16 for forward passes
+  int64_t eval_every = 0;                 // steps; 0: only at the end
+  int64_t eval_batches = 8;               // batches per domain per evaluation (<= 0: all)
+  int64_t save_every = 0;                 // steps; 0: only at the end
+  int64_t keep_checkpoints = 2;           // newest N step-* directories kept; 0: all
+  uint64_t seed = 0;                      // data order
+  std::string out_dir;                    // checkpoints/, metrics.jsonl
+  bool resume = true;                     // continue from the newest checkpoint in out_dir
+  bool progress = true;
+  // Testing aid that simulates a kill: stop right after this step without the final
+  // checkpoint (-1: off).
+  int64_t stop_after_step = -1;
+};
+
+// [B, T+1] int64 windows -> scalar mean loss over the B*T predicted tokens.
+using BatchLossFn = std::function<at::Tensor(const at::Tensor& batch)>;
+
+struct TrainResult {
+  int64_t start_step = 0;  // > 0 when resumed
+  int64_t steps = 0;       // optimizer steps done in total
+  double last_loss = 0.0;
+  double tokens_per_s = 0.0;  // training throughput of this invocation (eval/saving excluded)
+  std::map<std::string, double> val_loss;  // last evaluation, per domain
+  std::string last_checkpoint;
+};
+
+TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, const PackedSequences& train,
+                       const std::vector<std::pair<std::string, PackedSequences>>& validation,
+                       const TrainerOptions& options);
+
+// Mean loss per domain over the first `max_batches` batches (in order) of each domain's windows.
+std::map<std::string, double> evaluate_domains(torch::nn::Module& model, const BatchLossFn& loss_fn,
+                                               const std::vector<std::pair<std::string, PackedSequences>>& domains,
+                                               int64_t batch_size, int64_t max_batches, bool bf16);
+
+// Next-token cross entropy of logits [B, T, V] against windows [B, T+1] (targets = [:, 1:]),
+// computed in fp32 whatever the logits' dtype.
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& windows);
+
+// Checkpoint directory layout (out_dir/checkpoints/step-00000042). Empty when none exists.
+std::string latest_checkpoint(const std::string& out_dir);
+
+// Parameters and buffers of `module` as named tensors, and loading them back by name
+// (mf::Error naming `origin` on a missing or mis-shaped tensor).
+std::vector<std::pair<std::string, at::Tensor>> module_tensors(torch::nn::Module& module);
+void load_module_tensors(torch::nn::Module& module, const std::string& safetensors_path);
+
+}  // namespace mf
