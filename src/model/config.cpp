@@ -310,8 +310,6 @@ ModelConfig parse_model_config(const json& j, const std::string& origin) {
     fail_file(o, "unsupported model_type \"" + mt + "\" (supported: " + supported_model_types() + ")");
   }
   if (c.max_position_embeddings <= 0) c.max_position_embeddings = 2048;
-  for (int64_t id : c.eos_token_ids)
-    if (id < 0 || id >= c.vocab_size) fail_file(o, "key 'eos_token_id' (" + std::to_string(id) + ") is outside the vocabulary");
   return c;
 }
 

@@ -60,6 +60,7 @@ void Model::set_weights(const std::function<at::Tensor(const std::string&)>& get
   const auto dev = device();
   for (auto& p : named_parameters()) {
     at::Tensor t = get(p.key());
+    if (!t.defined()) fail("missing tensor " + p.key());
     if (t.sizes() != p.value().sizes())
       fail("tensor " + p.key() + " has shape " + shape_string(t.sizes().vec()) + " but the model expects " +
            shape_string(p.value().sizes().vec()));
