@@ -50,7 +50,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    report(e.what(), 2);
+    std::string message = e.what();
+    // CLI11 reports an unknown command as a missing one; name it instead.
+    if (app.get_subcommands().empty() && !app.remaining().empty() && app.remaining()[0][0] != '-')
+      message = "unknown command '" + app.remaining()[0] + "'";
+    report(message, 2);
     std::fprintf(stderr, "Run 'moeforge --help' for usage.\n");
     return 2;
   } catch (const mf::UsageError& e) {

@@ -266,6 +266,13 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
   if (info->numel() == 0) return at::empty(info->shape, type);
   if (reinterpret_cast<uintptr_t>(src) % size == 0) {
     // Zero-copy view; the deleter keeps the mapping alive as long as the tensor lives.
+    // Map the pages in one call rather than one fault per page on first use.
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+    long page = ::sysconf(_SC_PAGESIZE);
+    uintptr_t b = reinterpret_cast<uintptr_t>(src) / page * page;
+    ::madvise(reinterpret_cast<void*>(b), reinterpret_cast<uintptr_t>(src) + info->nbytes() - b, MADV_POPULATE_READ);
     auto keep = self_.lock();
     return at::from_blob(
         const_cast<uint8_t*>(src), info->shape, [keep](void*) {}, at::TensorOptions().dtype(type));
