@@ -130,3 +130,25 @@ void BM_RuntimeDecode(benchmark::State& state) {
 BENCHMARK(BM_RuntimeDecode)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 
 }  // namespace
+
+namespace {
+
+// One projection of the benchmark model's shape (768 -> 2048) in bf16: the building block of
+// both numbers above. M = 1 is decode (bandwidth-bound), M = 512 prefill (compute-bound).
+void BM_RuntimeLinearBf16(benchmark::State& state) {
+  torch::NoGradGuard ng;
+  const int64_t M = state.range(0);
+  auto w = (torch::randn({2048, 768}) * 0.02).to(at::kBFloat16);
+  auto x = torch::randn({M, 768}).to(at::kBFloat16);
+  const int64_t variant = state.range(1);  // 0: linear, 1: mm(W, x^T), 2: mv
+  for (auto _ : state) {
+    at::Tensor y = variant == 0 ? at::linear(x, w) : variant == 1 ? at::mm(w, x.t()) : at::mv(w, x[0]);
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  const double flops = 2.0 * M * 2048 * 768, bytes = 2.0 * 2048 * 768;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_RuntimeLinearBf16)->Args({1, 0})->Args({1, 1})->Args({1, 2})->Args({512, 0})->UseRealTime();
+
+}  // namespace
