@@ -13,6 +13,7 @@ PACKAGES=(
   libcli11-dev            # command line
   libpcre2-dev            # tokenizer regexes (Llama-3/Qwen2 need look-ahead)
   libsentencepiece-dev    # tokenizer.model (Llama-2, Mistral)
+  libicu-dev              # tokenizer normalizers (NFC/NFKC, lower-casing)
   libyaml-cpp-dev         # custom evaluation tasks
   coinor-libcbc-dev       # HEMoE MIP
   libmetis-dev            # co-activation graph partition

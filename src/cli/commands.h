@@ -16,7 +16,12 @@ struct GlobalOptions {
 // Each add_* creates its subcommand on `app` and sets its callback. The callback throws
 // mf::Error for user mistakes; main() turns that into `error: ...` and exit 1.
 
+void add_tokenize_command(CLI::App& app, const GlobalOptions& globals);
+void add_tokenizer_command(CLI::App& app, const GlobalOptions& globals);
+
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
+  add_tokenize_command(app, globals);
+  add_tokenizer_command(app, globals);
 }
 
 }  // namespace mf::cli

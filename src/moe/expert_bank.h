@@ -1,0 +1,82 @@
+// A bank of FFN experts stored for grouped execution. Homogeneous banks keep stacked tensors
+// ([E, n_in*f, d] input projection with the gate rows first then the up rows, [E, d, f]
+// output projection — llama.cpp's ffn_gate_up_exps layout); heterogeneous banks (HEMoE:
+// experts of 512..2048 neurons in one layer) keep one tensor per expert, so no FLOP or byte
+// is spent on padding.
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "moe/config.h"
+
+namespace mf::moe {
+
+class ExpertBankImpl : public torch::nn::Module {
+ public:
+  // Homogeneous: w_in [E, (gated ? 2 : 1) * f, d], w_out [E, d, f], optional b_in [E, n_in*f], b_out [E, d].
+  ExpertBankImpl(at::Tensor w_in, at::Tensor w_out, Act act, bool gated, at::Tensor b_in = {},
+                 at::Tensor b_out = {});
+  // Heterogeneous (or any): one [(gated ? 2 : 1) * f_e, d] / [d, f_e] pair (+ biases) per expert.
+  ExpertBankImpl(std::vector<at::Tensor> w_in, std::vector<at::Tensor> w_out, Act act, bool gated,
+                 std::vector<at::Tensor> b_in = {}, std::vector<at::Tensor> b_out = {});
+
+  int64_t num_experts() const { return num_experts_; }
+  int64_t dim() const { return dim_; }
+  int64_t width(int64_t e) const { return widths_[e]; }
+  const std::vector<int64_t>& widths() const { return widths_; }
+  int64_t total_width() const;
+  bool gated() const { return gated_; }
+  Act act() const { return act_; }
+  bool homogeneous() const { return stacked_; }
+  bool has_bias_in() const { return has_b_in_; }
+  bool has_bias_out() const { return has_b_out_; }
+  at::ScalarType dtype() const;
+
+  // Per-expert views (no copies).
+  at::Tensor w_in(int64_t e) const;
+  at::Tensor w_out(int64_t e) const;
+  at::Tensor b_in(int64_t e) const;   // undefined when there is no input bias
+  at::Tensor b_out(int64_t e) const;  // undefined when there is no output bias
+  // Rows of the gate (or only) projection of expert e: [f_e, d] — the "keys" of its neurons.
+  at::Tensor keys(int64_t e) const { return w_in(e).narrow(0, 0, widths_[e]); }
+  // Parameters of expert e (weights + biases).
+  int64_t expert_params(int64_t e) const;
+
+  // Expert e on x [n, d] with generic libtorch ops (autograd-capable); returns [n, d].
+  at::Tensor forward_expert(int64_t e, const at::Tensor& x) const;
+  // Inference (no autograd): writes expert e of x [n, d] into out [n, d] with out-variant GEMMs.
+  void forward_expert_into(int64_t e, const at::Tensor& x, at::Tensor out) const;
+
+ private:
+  int64_t num_experts_ = 0, dim_ = 0;
+  Act act_ = Act::SiLU;
+  bool gated_ = true, stacked_ = false, has_b_in_ = false, has_b_out_ = false;
+  std::vector<int64_t> widths_;
+  at::Tensor w_in_s_, w_out_s_, b_in_s_, b_out_s_;                  // stacked (homogeneous)
+  std::vector<at::Tensor> w_in_l_, w_out_l_, b_in_l_, b_out_l_;     // per expert (heterogeneous)
+};
+TORCH_MODULE(ExpertBank);
+
+// --- Builders from HF layouts --------------------------------------------------------------
+
+// SwiGLU experts from stacked HF tensors: gate [E, f, d], up [E, f, d], down [E, d, f]
+// (gate and up are fused into one [E, 2f, d] tensor).
+ExpertBank expert_bank_from_stacked(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down,
+                                    Act act = Act::SiLU);
+// Already fused gate_up [E, 2f, d] (gate half first) and down [E, d, f].
+ExpertBank expert_bank_from_fused(const at::Tensor& gate_up, const at::Tensor& down, Act act = Act::SiLU);
+// Per-expert lists (Mixtral w1/w3/w2, or heterogeneous widths): gate[e], up[e] [f_e, d], down[e] [d, f_e].
+ExpertBank expert_bank_from_lists(const std::vector<at::Tensor>& gate, const std::vector<at::Tensor>& up,
+                                  const std::vector<at::Tensor>& down, Act act = Act::SiLU);
+
+// Experts from a partition of a dense FFN's neurons (dense_to_moe.md §0): SwiGLU when `up` is
+// defined (gate/up [F, d], down [d, F]); else a 2-matrix FFN act(W1 x + b1) with W1 = gate,
+// W2 = down. `parts[e]` lists expert e's neurons. b2 [d] (optional) is stored as b2 * b2_scale
+// in every expert (EMoE: b2_scale = 1/k). A homogeneous partition gives a stacked bank.
+ExpertBank expert_bank_from_partition(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down,
+                                      const std::vector<std::vector<int64_t>>& parts, Act act,
+                                      const at::Tensor& b1 = {}, const at::Tensor& b2 = {},
+                                      double b2_scale = 1.0);
+
+}  // namespace mf::moe

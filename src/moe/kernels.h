@@ -1,0 +1,43 @@
+// CPU kernels of the MoE layer that libtorch has no single op for: the fused expert
+// activation of a grouped GEMM, and the fused small-batch (decode) expert path that streams
+// each selected expert's weights exactly once. Raw-pointer code; no torch.h.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "moe/config.h"
+
+namespace mf::moe {
+
+// a = act(h[:, :f] + b[:f]) * (h[:, f:] + b[f:]) (gated) or act(h + b); h [n, (1|2) f] of
+// bf16/float/double, b fp32-convertible or undefined. Math in fp32 (fp64 for double).
+at::Tensor expert_activation(const at::Tensor& h, const at::Tensor& b_in, int64_t f, bool gated, Act act);
+
+// One selected expert in the fused small-batch path.
+struct DecodeJob {
+  const void* w_in = nullptr;   // [(gated ? 2 : 1) * f, d] row-major, bf16 or fp32 (as `bf16`)
+  const void* w_out = nullptr;  // [d, f] row-major
+  const float* b_in = nullptr;  // [(gated ? 2 : 1) * f] or null
+  const float* b_out = nullptr; // [d] or null
+  int64_t f = 0;
+  bool gated = true;
+  Act act = Act::SiLU;
+  std::vector<int64_t> tokens;  // tokens routed to this expert
+  std::vector<float> gates;     // their combine weights
+};
+
+// y[t] += sum over jobs containing t of gate * expert(x[t]); x [T, d] fp32, y [T, d] fp32.
+// Each weight row is read once per call for all of that expert's tokens (GEMV-style; the
+// batch-1 bound is memory bandwidth, not FLOPs). Parallel over weight rows.
+void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
+                       float* y);
+
+// y[i] += w * x[i] for bf16 x, fp32 y (the combine's inner loop).
+void axpy_bf16(float w, const void* x, float* y, int64_t n);
+
+// True when the AVX-512 kernels are in use (otherwise a portable scalar loop).
+bool fused_kernels_use_avx512();
+
+}  // namespace mf::moe

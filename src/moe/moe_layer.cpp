@@ -1,0 +1,230 @@
+#include "moe/moe_layer.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "moe/autograd.h"
+#include "moe/kernels.h"
+#include "moe/routers/linear_router.h"
+#include "util/error.h"
+#include "util/str.h"
+
+namespace mf::moe {
+
+MoELayerImpl::MoELayerImpl(ExpertBank experts, Router router, MoELayerOptions opt)
+    : experts_(std::move(experts)), router_(std::move(router)), opt_(opt) {
+  if (experts_->num_experts() != router_->num_experts())
+    fail(cat("MoE layer: router has ", router_->num_experts(), " experts, bank has ", experts_->num_experts()));
+  if (experts_->dim() != router_->dim())
+    fail(cat("MoE layer: router width ", router_->dim(), " differs from expert width ", experts_->dim()));
+  register_module("experts", experts_);
+  register_module("router", router_);
+}
+
+void MoELayerImpl::set_shared_expert(ExpertBank shared, const at::Tensor& gate_weight) {
+  if (shared->num_experts() != 1 || shared->dim() != dim())
+    fail(cat("MoE layer: the shared expert must be one expert of width d = ", dim()));
+  shared_ = register_module("shared_expert", std::move(shared));
+  if (gate_weight.defined()) {
+    if (gate_weight.numel() != dim()) fail(cat("MoE layer: shared expert gate must be [1, ", dim(), "]"));
+    shared_gate_w_ = register_parameter("shared_expert_gate", gate_weight.detach().reshape({1, dim()}).clone());
+  }
+}
+
+void MoELayerImpl::to_dtype(at::ScalarType dtype) {
+  experts_->to(dtype);
+  if (shared_) shared_->to(dtype);
+  if (shared_gate_w_.defined()) shared_gate_w_.set_data(shared_gate_w_.data().to(dtype));
+}
+
+MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in) {
+  const int64_t d = dim();
+  if (x_in.size(-1) != d) fail(cat("MoE layer: input width ", x_in.size(-1), ", expected ", d));
+  const at::Tensor x = x_in.reshape({-1, d});
+  MoEOutput o;
+  o.route = router_->route(x, is_training());
+  at::Tensor prio;
+  if (opt_.capacity.priority == Priority::BatchPrioritized) prio = std::get<0>(o.route.probs.detach().max(1));
+  o.plan = build_routing_plan(o.route.idx, num_experts(), opt_.capacity, prio, router_->selection().k);
+
+  at::Tensor sg;
+  if (shared_ && shared_gate_w_.defined()) {
+    const at::ScalarType rd = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    sg = at::sigmoid(at::linear(x.to(rd), shared_gate_w_.to(rd)));
+    o.shared_gate = sg;
+  }
+
+  at::Tensor y;
+  const bool grad = at::GradMode::is_enabled();
+  const at::ScalarType wd = experts_->dtype();
+  const bool fusable = (wd == at::kBFloat16 || wd == at::kFloat) && (!shared_ || shared_->dtype() == wd);
+  if (!grad && fusable && x.size(0) <= opt_.small_batch_tokens) {
+    y = run_fused(x, o, static_cast<bool>(shared_), sg);
+    o.y = y.reshape(x_in.sizes());
+    return o;
+  }
+  y = grad ? run_autograd(x, o) : run_grouped(x, o);
+  if (shared_) {
+    at::Tensor s = shared_->forward_expert(0, x.to(shared_->dtype()));
+    if (sg.defined()) s = s.to(sg.scalar_type()) * sg;
+    y = y + s.to(y.scalar_type());
+  }
+  o.y = y.reshape(x_in.sizes());
+  return o;
+}
+
+at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o) {
+  const RoutingPlan& p = o.plan;
+  const at::Tensor xs = gather_rows(x.to(experts_->dtype()), p);
+  std::vector<at::Tensor> outs;
+  for (int64_t e = 0; e < num_experts(); ++e) {
+    if (p.counts[e] == 0) continue;
+    outs.push_back(experts_->forward_expert(e, xs.narrow(0, p.offsets[e], p.counts[e])));
+  }
+  const at::Tensor ys = outs.empty() ? at::zeros({0, dim()}, xs.options()) : at::cat(outs, 0);
+  const at::Tensor g = o.route.gates.reshape({-1}).index_select(0, p.row_slot);
+  return combine(ys, g, p, x.scalar_type());
+}
+
+at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
+  const RoutingPlan& p = o.plan;
+  // Two [rows, d] buffers per thread, reused across calls and layers: fresh allocations of
+  // this size are mmap'd and page-faulted on every call, which costs more than the copy.
+  static thread_local at::Tensor ws_x, ws_y;
+  auto take = [&](at::Tensor& ws) {
+    const int64_t n = p.rows() * dim();
+    // An inference tensor cannot be written by an out= op outside InferenceMode (nor the reverse).
+    if (!ws.defined() || ws.numel() < n || ws.scalar_type() != experts_->dtype() ||
+        ws.is_inference() != c10::InferenceMode::is_enabled())
+      ws = at::empty({std::max<int64_t>(n, 1)}, x.options().dtype(experts_->dtype()));
+    return ws.narrow(0, 0, n).view({p.rows(), dim()});
+  };
+  const at::Tensor xs = gather_token_rows(x.to(experts_->dtype()), p, take(ws_x));
+  at::Tensor ys = take(ws_y);
+  // Experts with tokens, and their cost (rows x width).
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < num_experts(); ++e)
+    if (p.counts[e] > 0) active.push_back(e);
+  auto run_expert = [&](int64_t e) {
+    experts_->forward_expert_into(e, xs.narrow(0, p.offsets[e], p.counts[e]), ys.narrow(0, p.offsets[e], p.counts[e]));
+  };
+  const int64_t nthr = at::get_num_threads();
+  if (opt_.expert_parallel && nthr > 1 && static_cast<int64_t>(active.size()) >= 2 * nthr) {
+    // Expert parallelism: each thread runs whole experts with single-threaded GEMMs (one
+    // parallel region per layer instead of three per expert; the per-region fork/join cost
+    // dominates on busy machines). Longest-processing-time-first assignment by cost.
+    std::vector<int64_t> order = active;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return p.counts[a] * experts_->width(a) > p.counts[b] * experts_->width(b);
+    });
+    std::vector<std::vector<int64_t>> lists(nthr);
+    std::vector<int64_t> load(nthr, 0);
+    for (int64_t e : order) {
+      const int64_t t = std::min_element(load.begin(), load.end()) - load.begin();
+      lists[t].push_back(e);
+      load[t] += p.counts[e] * experts_->width(e);
+    }
+    at::parallel_for(0, nthr, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t e : lists[t]) run_expert(e);
+    });
+  } else {
+    for (int64_t e : active) run_expert(e);
+  }
+  const at::Tensor g = o.route.gates.detach().reshape({-1}).index_select(0, p.row_slot);
+  return combine_rows(ys, g, p, x.scalar_type());
+}
+
+at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool with_shared,
+                                   const at::Tensor& shared_gate) {
+  const RoutingPlan& p = o.plan;
+  const int64_t T = x.size(0), d = dim();
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  const at::Tensor gates = o.route.gates.detach().to(at::kFloat).contiguous();
+  const float* gp = gates.data_ptr<float>();
+  const int64_t* rt = p.row_token.data_ptr<int64_t>();
+  const int64_t* rs = p.row_slot.data_ptr<int64_t>();
+  const bool bf16 = experts_->dtype() == at::kBFloat16;
+  std::vector<DecodeJob> jobs;
+  std::vector<at::Tensor> keep;  // fp32 biases alive for the call
+  auto add_job = [&](const ExpertBankImpl& bank, int64_t e) -> DecodeJob& {
+    DecodeJob j;
+    const at::Tensor wi = bank.w_in(e), wo = bank.w_out(e);
+    TORCH_CHECK(wi.is_contiguous() && wo.is_contiguous(), "expert weights must be contiguous");
+    j.w_in = wi.data_ptr();
+    j.w_out = wo.data_ptr();
+    j.f = bank.width(e);
+    j.gated = bank.gated();
+    j.act = bank.act();
+    if (bank.has_bias_in()) {
+      keep.push_back(bank.b_in(e).to(at::kFloat).contiguous());
+      j.b_in = keep.back().data_ptr<float>();
+    }
+    if (bank.has_bias_out()) {
+      keep.push_back(bank.b_out(e).to(at::kFloat).contiguous());
+      j.b_out = keep.back().data_ptr<float>();
+    }
+    jobs.push_back(std::move(j));
+    return jobs.back();
+  };
+  for (int64_t e = 0; e < num_experts(); ++e) {
+    if (p.counts[e] == 0) continue;
+    DecodeJob& j = add_job(*experts_, e);
+    for (int64_t r = p.offsets[e]; r < p.offsets[e + 1]; ++r) {
+      j.tokens.push_back(rt[r]);
+      j.gates.push_back(gp[rs[r]]);
+    }
+  }
+  at::Tensor sgf;
+  if (with_shared) {
+    DecodeJob& j = add_job(*shared_, 0);
+    if (shared_gate.defined()) sgf = shared_gate.to(at::kFloat).contiguous();
+    for (int64_t t = 0; t < T; ++t) {
+      j.tokens.push_back(t);
+      j.gates.push_back(sgf.defined() ? sgf.data_ptr<float>()[t] : 1.f);
+    }
+  }
+  at::Tensor y = at::zeros({T, d}, at::kFloat);
+  fused_small_batch(xf.data_ptr<float>(), T, d, bf16, jobs, y.data_ptr<float>());
+  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+}
+
+MoETelemetry MoELayerImpl::telemetry(const MoEOutput& out, const at::Tensor& mask) const {
+  std::vector<int64_t> params;
+  for (int64_t e = 0; e < num_experts(); ++e) params.push_back(experts_->expert_params(e));
+  int64_t always = router_->param_count();
+  if (shared_) always += shared_->expert_params(0) + (shared_gate_w_.defined() ? shared_gate_w_.numel() : 0);
+  return compute_telemetry(out.plan, out.route.probs, mask, params, always);
+}
+
+// --- HF constructors -------------------------------------------------------------------------
+
+namespace {
+MoELayer softmax_topk_layer(const at::Tensor& w, ExpertBank experts, int64_t k, bool renorm, RouterNoise noise) {
+  SelectionConfig sel;
+  sel.k = k;
+  sel.gate = renorm ? GateMode::Renorm : GateMode::Prob;
+  Router r = LinearRouter(w, sel, ScoreFn::Softmax, noise).ptr();
+  return MoELayer(std::move(experts), r);
+}
+}  // namespace
+
+MoELayer make_mixtral_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, double jitter) {
+  RouterNoise n;
+  if (jitter > 0) n = {NoiseKind::Jitter, jitter};
+  return softmax_topk_layer(router_weight, std::move(experts), top_k, true, n);
+}
+
+MoELayer make_qwen2_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, bool norm_topk_prob,
+                        ExpertBank shared, const at::Tensor& shared_gate_weight) {
+  MoELayer l = softmax_topk_layer(router_weight, std::move(experts), top_k, norm_topk_prob, {});
+  if (shared) l->set_shared_expert(std::move(shared), shared_gate_weight);
+  return l;
+}
+
+MoELayer make_olmoe_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, bool norm_topk_prob) {
+  return softmax_topk_layer(router_weight, std::move(experts), top_k, norm_topk_prob, {});
+}
+
+}  // namespace mf::moe

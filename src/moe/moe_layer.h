@@ -1,0 +1,88 @@
+// The MoE layer shared by every MoE feature: router -> routing plan (counting sort) ->
+// gather -> per-expert GEMMs -> gate-weighted combine (+ optional sigmoid-gated shared
+// expert). Three execution paths with identical results:
+//   * autograd (GradMode on): generic per-expert ops + the custom gather/combine functions;
+//   * inference, small batch (T <= small_batch_tokens, bf16/fp32 weights): one fused
+//     GEMV-style pass that reads each selected expert's weights once (decode);
+//   * inference, large batch: gather, out-variant GEMMs per expert into one buffer, fused
+//     activation, fp32 combine.
+// Weights keep their dtype (bf16 on CPU), routing is fp32, combine accumulates in fp32.
+#pragma once
+#include <torch/torch.h>
+
+#include "moe/expert_bank.h"
+#include "moe/routers/router.h"
+#include "moe/routing_plan.h"
+#include "moe/telemetry.h"
+
+namespace mf::moe {
+
+struct MoELayerOptions {
+  CapacityConfig capacity;          // default: dropless
+  int64_t small_batch_tokens = 16;  // fused decode path up to this many tokens (inference only)
+  // Large-batch inference: run whole experts per thread (single-threaded GEMMs) when there are
+  // at least two active experts per thread; otherwise each expert's GEMMs use all threads.
+  bool expert_parallel = true;
+};
+
+struct MoEOutput {
+  at::Tensor y;             // same shape and dtype as x
+  RouterOutput route;       // logits / probs / idx / gates ([T, ...] with T = x.numel() / d)
+  RoutingPlan plan;
+  at::Tensor shared_gate;   // [T, 1] sigmoid gate of the shared expert (undefined without one)
+};
+
+class MoELayerImpl : public torch::nn::Module {
+ public:
+  MoELayerImpl(ExpertBank experts, Router router, MoELayerOptions opt = {});
+
+  // Qwen2-MoE shared expert: bank with one expert, gate_weight [1, d] (undefined = ungated).
+  void set_shared_expert(ExpertBank shared, const at::Tensor& gate_weight);
+
+  // x [..., d] -> y [..., d].
+  at::Tensor forward(const at::Tensor& x) { return forward_full(x).y; }
+  MoEOutput forward_full(const at::Tensor& x);
+
+  // Telemetry of one forward (mask [T] optional).
+  MoETelemetry telemetry(const MoEOutput& out, const at::Tensor& mask = {}) const;
+
+  ExpertBankImpl& experts() { return *experts_; }
+  const ExpertBankImpl& experts() const { return *experts_; }
+  RouterImpl& router() { return *router_; }
+  const RouterImpl& router() const { return *router_; }
+  bool has_shared_expert() const { return static_cast<bool>(shared_); }
+  MoELayerOptions& options() { return opt_; }
+  int64_t dim() const { return experts_->dim(); }
+  int64_t num_experts() const { return experts_->num_experts(); }
+
+  // Converts the expert weights (and the shared expert) to `dtype`; the router stays fp32.
+  void to_dtype(at::ScalarType dtype);
+
+ private:
+  at::Tensor run_autograd(const at::Tensor& x, const MoEOutput& o);
+  at::Tensor run_grouped(const at::Tensor& x, const MoEOutput& o);
+  at::Tensor run_fused(const at::Tensor& x, const MoEOutput& o, bool with_shared, const at::Tensor& shared_gate);
+
+  ExpertBank experts_{nullptr};
+  Router router_;
+  ExpertBank shared_{nullptr};
+  at::Tensor shared_gate_w_;
+  MoELayerOptions opt_;
+};
+TORCH_MODULE(MoELayer);
+
+// --- Constructors from HF checkpoints ------------------------------------------------------
+// router_weight [E, d]; the bank from expert_bank_from_stacked / _fused / _lists.
+
+// Mixtral: softmax -> top-k (2) -> renormalise; optional training jitter (router_jitter_noise).
+MoELayer make_mixtral_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k = 2,
+                          double jitter = 0.0);
+// Qwen2-MoE: softmax -> top-k, renormalise iff norm_topk_prob; shared expert (may be null)
+// with sigmoid gate shared_gate_weight [1, d].
+MoELayer make_qwen2_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, bool norm_topk_prob,
+                        ExpertBank shared = ExpertBank(nullptr), const at::Tensor& shared_gate_weight = {});
+// OLMoE: softmax -> top-k (8), no renormalisation unless norm_topk_prob.
+MoELayer make_olmoe_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k = 8,
+                        bool norm_topk_prob = false);
+
+}  // namespace mf::moe

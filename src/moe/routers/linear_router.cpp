@@ -1,0 +1,28 @@
+#include "moe/routers/linear_router.h"
+
+namespace mf::moe {
+
+LinearRouterImpl::LinearRouterImpl(int64_t dim, int64_t num_experts, SelectionConfig sel, ScoreFn score,
+                                   RouterNoise noise, bool bias, double init_std)
+    : RouterImpl(dim, num_experts, sel, score, noise) {
+  weight_ = register_parameter("weight", at::randn({num_experts, dim}, at::kFloat) * init_std);
+  if (bias) bias_ = register_parameter("bias", at::zeros({num_experts}, at::kFloat));
+}
+
+LinearRouterImpl::LinearRouterImpl(const at::Tensor& weight, SelectionConfig sel, ScoreFn score, RouterNoise noise,
+                                   const at::Tensor& bias)
+    : RouterImpl(weight.size(1), weight.size(0), sel, score, noise) {
+  TORCH_CHECK(weight.dim() == 2, "router weight must be [E, d]");
+  const at::ScalarType dt = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  weight_ = register_parameter("weight", weight.detach().to(dt).clone());
+  if (bias.defined()) bias_ = register_parameter("bias", bias.detach().to(dt).clone());
+}
+
+RouterOutput LinearRouterImpl::route(const at::Tensor& x, bool training) {
+  const at::ScalarType dt = routing_dtype(x);
+  at::Tensor xr = maybe_jitter(x.to(dt), training);
+  at::Tensor logits = at::linear(xr, weight_.to(dt), bias_.defined() ? bias_.to(dt) : at::Tensor());
+  return finish(logits, training);
+}
+
+}  // namespace mf::moe
