@@ -20,12 +20,12 @@ using namespace mf;
 
 namespace {
 
-struct Run {
+struct CliRun {
   int code;
   std::string out, err;
 };
 
-Run run(const std::string& args) {
+CliRun run(const std::string& args) {
   const std::string err_file = ::testing::TempDir() + "/mf_model_cli_stderr.txt";
   std::string cmd = std::string(MOEFORGE_BIN) + " -q " + args + " 2>" + err_file;
   FILE* p = popen(cmd.c_str(), "r");
@@ -58,7 +58,7 @@ const std::string& tiny_gpt2_dir() {
 
 TEST(ModelCli, GenerateJsonEqualsLibraryGreedy) {
   const std::string& dir = tiny_gpt2_dir();
-  Run r = run("generate " + dir + " --prompt 'The quick brown fox' --max-new-tokens 6 --temperature 0 --dtype float32 --json");
+  CliRun r = run("generate " + dir + " --prompt 'The quick brown fox' --max-new-tokens 6 --temperature 0 --dtype float32 --json");
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   auto tok = Tokenizer::load(dir);
@@ -74,11 +74,11 @@ TEST(ModelCli, GenerateJsonEqualsLibraryGreedy) {
 }
 
 TEST(ModelCli, GenerateStreamsText) {
-  Run r = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
+  CliRun r = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_GT(r.out.size(), 1u);
   EXPECT_EQ(r.out.back(), '\n');
-  Run again = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
+  CliRun again = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
   EXPECT_EQ(again.out, r.out);  // seeded
 }
 
@@ -88,7 +88,7 @@ TEST(ModelCli, PerplexityEqualsLibrary) {
   const std::string text = "In the beginning God created the heaven and the earth. And the earth was without form, "
                            "and void; and darkness was upon the face of the deep.";
   write_file_atomic(text_file, text);
-  Run r = run("perplexity " + dir + " --text " + text_file + " --context 16 --stride 8 --json");
+  CliRun r = run("perplexity " + dir + " --text " + text_file + " --context 16 --stride 8 --json");
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   auto tok = Tokenizer::load(dir);
@@ -100,13 +100,13 @@ TEST(ModelCli, PerplexityEqualsLibrary) {
 }
 
 TEST(ModelCli, BadInputIsOneLineError) {
-  Run r = run("generate /nonexistent/model --prompt hi");
+  CliRun r = run("generate /nonexistent/model --prompt hi");
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err.rfind("error: /nonexistent/model: ", 0), 0u) << r.err;
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
-  Run u = run("perplexity " + tiny_gpt2_dir());
+  CliRun u = run("perplexity " + tiny_gpt2_dir());
   EXPECT_EQ(u.code, 2) << u.err;
-  Run s = run("perplexity " + tiny_gpt2_dir() + " --text /nonexistent.txt");
+  CliRun s = run("perplexity " + tiny_gpt2_dir() + " --text /nonexistent.txt");
   EXPECT_EQ(s.code, 1);
   EXPECT_EQ(s.err.rfind("error: /nonexistent.txt: ", 0), 0u) << s.err;
 }

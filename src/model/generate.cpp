@@ -7,7 +7,7 @@
 namespace mf {
 
 at::Tensor sampling_distribution(const at::Tensor& logits_in, const SamplingOptions& o) {
-  at::Tensor logits = logits_in.to(at::kFloat).reshape({-1});
+  at::Tensor logits = logits_in.to(at::kCPU, at::kFloat).reshape({-1});  // sampling runs on the CPU
   const int64_t V = logits.numel();
   if (o.temperature <= 0) {
     at::Tensor p = at::zeros({V});
@@ -35,7 +35,7 @@ at::Tensor sampling_distribution(const at::Tensor& logits_in, const SamplingOpti
 }
 
 int64_t sample_token(const at::Tensor& logits, const SamplingOptions& o, Rng& rng) {
-  if (o.temperature <= 0) return logits.to(at::kFloat).reshape({-1}).argmax().item<int64_t>();
+  if (o.temperature <= 0) return logits.to(at::kCPU, at::kFloat).reshape({-1}).argmax().item<int64_t>();
   at::Tensor p = sampling_distribution(logits, o).contiguous();
   const float* d = p.data_ptr<float>();
   const int64_t V = p.numel();

@@ -26,7 +26,7 @@ PerplexityResult rolling_perplexity(Model& model, const std::vector<int64_t>& id
     at::Tensor h = model.forward_hidden(all.slice(0, begin, end).view({1, -1}));
     // Predictions for targets [first, end) come from positions [first-1, end-1).
     at::Tensor logits = model.lm_head(h[0].slice(0, first - 1 - begin, end - 1 - begin));
-    at::Tensor targets = all.slice(0, first, end);
+    at::Tensor targets = all.slice(0, first, end).to(logits.device());
     at::Tensor nll = at::cross_entropy_loss(logits, targets, {}, at::Reduction::Sum);
     r.nll_sum += nll.item<double>();
     r.tokens += end - first;
