@@ -18,10 +18,14 @@ struct GlobalOptions {
 
 void add_tokenize_command(CLI::App& app, const GlobalOptions& globals);
 void add_tokenizer_command(CLI::App& app, const GlobalOptions& globals);
+void add_generate_command(CLI::App& app, const GlobalOptions& globals);
+void add_perplexity_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_tokenize_command(app, globals);
   add_tokenizer_command(app, globals);
+  add_generate_command(app, globals);
+  add_perplexity_command(app, globals);
 }
 
 }  // namespace mf::cli

@@ -1,0 +1,72 @@
+// moeforge perplexity MODEL --text FILE [--context N --stride S] : rolling-window perplexity.
+#include <chrono>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "model/model.h"
+#include "model/perplexity.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/hash.h"
+#include "util/json.h"
+#include "util/progress.h"
+
+namespace mf::cli {
+
+void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
+  struct Opts {
+    std::string model, text, dtype = "float32", device = "cpu", output;
+    int64_t context = 0, stride = 0;
+    bool json_out = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("perplexity", "Perplexity of a text file with rolling windows (HF perplexity guide).");
+  cmd->add_option("model", o->model, "Hugging Face model directory")->required();
+  cmd->add_option("--text", o->text, "UTF-8 text file")->required();
+  cmd->add_option("--context", o->context, "window length in tokens (default: min(max_position_embeddings, 1024))")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--stride", o->stride, "window advance in tokens (default: context / 2)")->check(CLI::PositiveNumber);
+  cmd->add_option("--dtype", o->dtype, "float32 or bfloat16");
+  cmd->add_option("--device", o->device, "cpu or cuda[:N]");
+  cmd->add_flag("--json", o->json_out, "print the result as JSON");
+  cmd->add_option("--output", o->output, "also write the JSON record to this file");
+  cmd->callback([o]() {
+    std::string text = read_file(o->text);
+    LoadOptions lo{parse_dtype(o->dtype), parse_device(o->device)};
+    auto model = Model::load(o->model, lo);
+    auto tok = Tokenizer::load(o->model);
+    auto ids32 = tok->encode(text, /*add_special_tokens=*/true);
+    std::vector<int64_t> ids(ids32.begin(), ids32.end());
+    if (ids.size() < 2) fail_file(o->text, "needs at least 2 tokens of text");
+    int64_t context = o->context ? o->context : std::min<int64_t>(model->config().max_position_embeddings, 1024);
+    int64_t stride = o->stride ? o->stride : std::max<int64_t>(1, context / 2);
+    if (stride > context) throw UsageError("--stride must not exceed --context");
+    Progress bar("perplexity", static_cast<int64_t>(ids.size()), "tok");
+    auto t0 = std::chrono::steady_clock::now();
+    PerplexityResult r = rolling_perplexity(*model, ids, context, stride, [&](int64_t done, int64_t) { bar.set(done); });
+    bar.finish();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json j{{"model", o->model},
+           {"text", o->text},
+           {"text_sha256", sha256_file(o->text)},
+           {"tokens", ids.size()},
+           {"scored_tokens", r.tokens},
+           {"windows", r.windows},
+           {"context", context},
+           {"stride", stride},
+           {"dtype", o->dtype},
+           {"nll_sum", r.nll_sum},
+           {"mean_nll", r.mean_nll()},
+           {"perplexity", r.perplexity()},
+           {"seconds", secs}};
+    if (!o->output.empty()) write_json_file(o->output, j);
+    if (o->json_out) std::printf("%s\n", j.dump(2).c_str());
+    else std::printf("perplexity %.4f (mean NLL %.4f nats over %lld tokens, %lld windows of %lld, stride %lld)\n",
+                     r.perplexity(), r.mean_nll(), static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
+                     static_cast<long long>(context), static_cast<long long>(stride));
+  });
+  (void)globals;
+}
+
+}  // namespace mf::cli

@@ -1,0 +1,126 @@
+// Typed model configuration parsed from a Hugging Face config.json, the tensor list each
+// architecture implies, and parameter counts. Pure C++ (no torch): `moeforge info`, checkpoint
+// validation and the runtime all use it. Every supported key is documented in docs/format.md.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "util/json.h"
+
+namespace mf {
+
+// Architectures the runtime implements. Llama-type = Llama, Mistral, Qwen2 (and SmolLM, which
+// is a Llama checkpoint); they share one graph with switches.
+enum class Family { llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe };
+
+const char* family_name(Family f);
+// "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe"
+std::string supported_model_types();
+
+struct RopeScaling {
+  std::string type;  // "" (none / "default"), "linear" or "llama3"
+  double factor = 1.0;
+  // llama3 only
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string model_type;  // as in config.json
+  Family family = Family::llama;
+  std::string origin;  // file the config came from (for error messages)
+
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;  // dense FFN width (OLMoE: each expert's width)
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  double norm_eps = 1e-6;  // rms_norm_eps, or GPT-2's layer_norm_epsilon
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  int64_t max_position_embeddings = 0;  // GPT-2: n_positions
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;    // bias on q/k/v (Qwen2 family: always)
+  bool attention_out_bias = false;  // bias on o_proj (Llama attention_bias sets both)
+  bool mlp_bias = false;          // Llama mlp_bias
+  std::string hidden_act = "silu";
+  // Sliding-window attention: key j is visible from query i iff i - j < sliding_window.
+  // 0 = off. Applies to layers >= sliding_window_first_layer (Qwen2's max_window_layers).
+  int64_t sliding_window = 0;
+  int64_t sliding_window_first_layer = 0;
+  std::vector<int64_t> bos_token_ids;
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = -1;
+
+  // MoE families (0 / defaults for dense ones)
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;  // width of one routed expert
+  int64_t shared_expert_intermediate_size = 0;  // Qwen2-MoE
+  bool norm_topk_prob = false;  // renormalise the top-k probabilities (Mixtral: always)
+  int64_t decoder_sparse_step = 1;
+  std::vector<int64_t> mlp_only_layers;
+  double router_aux_loss_coef = 0.0;
+  double router_jitter_noise = 0.0;
+  // OLMoE
+  bool qk_norm = false;   // RMSNorm over the full q / k projection width
+  double clip_qkv = 0.0;  // 0 = off
+
+  json raw;  // the whole config.json as read
+
+  bool is_moe() const { return num_experts > 0; }
+  // Whether layer `l` has a routed MoE block (Qwen2-MoE: decoder_sparse_step / mlp_only_layers).
+  bool layer_is_moe(int64_t l) const;
+  // Width of the routed experts.
+  int64_t expert_intermediate_size() const { return moe_intermediate_size; }
+  // Sliding window in effect at layer `l` (0 = full causal attention).
+  int64_t layer_sliding_window(int64_t l) const;
+  // Name of the FFN module in tensor names: "mlp" or (Mixtral) "block_sparse_moe".
+  std::string ffn_module_name() const;
+};
+
+// Parses a config.json object. Errors are one line naming `origin` and the key:
+// "<origin>: missing key 'hidden_size'", "<origin>: key 'x' must be an integer",
+// "<origin>: unsupported model_type \"bert\" (supported: ...)".
+ModelConfig parse_model_config(const json& j, const std::string& origin);
+ModelConfig read_model_config(const std::string& config_json_path);
+
+// One tensor a checkpoint of this architecture holds, with its HF (transformers v4) name.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  bool required = true;  // false: may be present or absent (lm_head.weight of tied models)
+};
+
+// Every tensor, in model order, with the exact names save_pretrained writes.
+std::vector<TensorSpec> expected_tensors(const ModelConfig& cfg);
+
+// Tensor names a checkpoint may hold that the model does not use (buffers older transformers
+// versions saved: rotary inv_freq, GPT-2's attn.bias / attn.masked_bias).
+bool is_ignorable_tensor(const ModelConfig& cfg, const std::string& name);
+
+// Maps the names stored in a checkpoint to the canonical names of expected_tensors().
+// GPT-2 checkpoints exported from the original release lack the "transformer." prefix.
+std::string canonical_tensor_name(const ModelConfig& cfg, const std::string& stored_name);
+
+// Checks a checkpoint's tensors (name -> shape) against the config: throws mf::Error
+// "<file>: missing tensor X", "<file>: unexpected tensor X" or
+// "<file>: tensor X has shape [a, b] but config.json implies [c, d]". `file_of` names the
+// file holding a tensor (used for the message); missing tensors are reported against `origin`.
+void validate_tensors(const ModelConfig& cfg, const std::map<std::string, std::vector<int64_t>>& present,
+                      const std::string& origin,
+                      const std::map<std::string, std::string>& file_of = {});
+
+int64_t total_parameters(const ModelConfig& cfg);
+// Parameters a single token touches in a forward pass (routed experts: only the top-k ones;
+// embeddings counted once, as the rows a token reads plus the output projection).
+int64_t active_parameters_per_token(const ModelConfig& cfg);
+
+std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
+
+}  // namespace mf

@@ -1,0 +1,119 @@
+// GPT-2 (GPT2LMHeadModel): learned absolute positions, pre-LayerNorm blocks, fused q/k/v
+// projection, Conv1D weights stored [in, out], gelu_new MLP, lm_head tied to wte.
+// Tensor names: transformer.{wte,wpe,h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj},ln_f}.
+#include "model/layers.h"
+#include "model/model.h"
+#include "util/error.h"
+
+namespace mf {
+namespace {
+
+struct Gpt2Attention : torch::nn::Module {
+  Gpt2Attention(int64_t h, int64_t heads_) : heads(heads_) {
+    c_attn = register_module("c_attn", std::make_shared<Conv1D>(h, 3 * h));
+    c_proj = register_module("c_proj", std::make_shared<Conv1D>(h, h));
+  }
+  at::Tensor forward(const at::Tensor& x, const ForwardState& st, int64_t layer) {
+    const int64_t B = st.batch, T = st.seq, H = x.size(-1), D = H / heads;
+    auto qkv = c_attn->forward(x).split(H, -1);
+    auto split_heads = [&](const at::Tensor& t) { return t.view({B, T, heads, D}).transpose(1, 2); };
+    at::Tensor q = split_heads(qkv[0]), k = split_heads(qkv[1]), v = split_heads(qkv[2]);
+    if (st.cache) std::tie(k, v) = st.cache->append(layer, k, v);
+    at::Tensor o = attend(q, k, v, st, false);
+    return c_proj->forward(o.transpose(1, 2).reshape({B, T, H}));
+  }
+  std::shared_ptr<Conv1D> c_attn, c_proj;
+  int64_t heads;
+};
+
+struct Gpt2Mlp : torch::nn::Module {
+  Gpt2Mlp(int64_t h, int64_t inner) {
+    c_fc = register_module("c_fc", std::make_shared<Conv1D>(h, inner));
+    c_proj = register_module("c_proj", std::make_shared<Conv1D>(inner, h));
+  }
+  std::shared_ptr<Conv1D> c_fc, c_proj;
+};
+
+struct Gpt2Block : torch::nn::Module {
+  Gpt2Block(const ModelConfig& cfg, int64_t l) : layer(static_cast<int>(l)), act(cfg.hidden_act) {
+    ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(cfg.hidden_size, cfg.norm_eps));
+    attn = register_module("attn", std::make_shared<Gpt2Attention>(cfg.hidden_size, cfg.num_heads));
+    ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(cfg.hidden_size, cfg.norm_eps));
+    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(cfg.hidden_size, cfg.intermediate_size));
+  }
+  at::Tensor forward(at::Tensor h, const ForwardState& st) {
+    const int64_t B = h.size(0), T = h.size(1), H = h.size(2);
+    Hooks* hooks = st.hooks;
+    h = h + attn->forward(ln_1->forward(h), st, layer);
+    at::Tensor x = ln_2->forward(h).reshape({B * T, H});
+    if (hooks && hooks->wants(HookPoint::ffn_input, layer)) x = hooks->fire(HookPoint::ffn_input, layer, x, st.valid);
+    at::Tensor a = activation(act, mlp->c_fc->forward(x));
+    if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer))
+      a = hooks->fire(HookPoint::ffn_intermediate, layer, a, st.valid);
+    h = h + mlp->c_proj->forward(a).view({B, T, H});
+    if (hooks && hooks->wants(HookPoint::block_output, layer))
+      h = hooks->fire(HookPoint::block_output, layer, h.reshape({B * T, H}), st.valid).view({B, T, H});
+    return h;
+  }
+  int layer;
+  std::string act;
+  std::shared_ptr<LayerNorm> ln_1, ln_2;
+  std::shared_ptr<Gpt2Attention> attn;
+  std::shared_ptr<Gpt2Mlp> mlp;
+};
+
+struct Gpt2Body : torch::nn::Module {
+  explicit Gpt2Body(const ModelConfig& cfg) {
+    wte = register_module("wte", std::make_shared<Embedding>(cfg.vocab_size, cfg.hidden_size));
+    wpe = register_module("wpe", std::make_shared<Embedding>(cfg.max_position_embeddings, cfg.hidden_size));
+    auto list = register_module("h", torch::nn::ModuleList());
+    for (int64_t l = 0; l < cfg.num_layers; ++l) {
+      blocks.push_back(std::make_shared<Gpt2Block>(cfg, l));
+      list->push_back(blocks.back());
+    }
+    ln_f = register_module("ln_f", std::make_shared<LayerNorm>(cfg.hidden_size, cfg.norm_eps));
+  }
+  std::shared_ptr<Embedding> wte, wpe;
+  std::vector<std::shared_ptr<Gpt2Block>> blocks;
+  std::shared_ptr<LayerNorm> ln_f;
+};
+
+class Gpt2Model : public Model {
+ public:
+  explicit Gpt2Model(const ModelConfig& cfg) : Model(cfg) {
+    transformer = register_module("transformer", std::make_shared<Gpt2Body>(cfg));
+    if (!cfg.tie_word_embeddings)
+      lm_head_ = register_module("lm_head", std::make_shared<Linear>(cfg.hidden_size, cfg.vocab_size, false));
+  }
+
+  at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) override {
+    if (input_ids.dim() != 2) fail("input_ids must be [batch, seq]");
+    if (cache && cache->num_layers() != cfg_.num_layers) fail("KV cache was made for another model");
+    const auto dev = device();
+    at::Tensor ids = input_ids.to(dev, at::kLong);
+    at::Tensor pos;
+    ForwardState st = make_forward_state(ids, attention_mask, cache, {}, 1.0, 0, dtype(), &pos);
+    st.hooks = active_hooks();
+    if (pos.numel() > 0 && pos.max().item<int64_t>() >= cfg_.max_position_embeddings)
+      fail("sequence longer than GPT-2's n_positions (" + std::to_string(cfg_.max_position_embeddings) + ")");
+    at::Tensor h = transformer->wte->forward(ids) + transformer->wpe->forward(pos);
+    for (auto& b : transformer->blocks) h = b->forward(h, st);
+    if (cache) cache->commit(st.seq);
+    return transformer->ln_f->forward(h);
+  }
+
+  at::Tensor lm_head(const at::Tensor& hidden) override {
+    const at::Tensor& w = lm_head_ ? lm_head_->weight : transformer->wte->weight;
+    return at::linear(hidden, w).to(at::kFloat);
+  }
+
+ private:
+  std::shared_ptr<Gpt2Body> transformer;
+  std::shared_ptr<Linear> lm_head_;
+};
+
+}  // namespace
+
+std::shared_ptr<Model> build_gpt2(const ModelConfig& cfg) { return std::make_shared<Gpt2Model>(cfg); }
+
+}  // namespace mf

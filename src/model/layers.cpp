@@ -1,0 +1,226 @@
+#include "model/layers.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "util/compat.h"
+#include "util/error.h"
+
+namespace mf {
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
+}
+
+Conv1D::Conv1D(int64_t in, int64_t out) {
+  weight = register_parameter("weight", torch::empty({in, out}));
+  bias = register_parameter("bias", torch::zeros({out}));
+}
+
+at::Tensor Conv1D::forward(const at::Tensor& x) const {
+  auto shape = x.sizes().vec();
+  shape.back() = weight.size(1);
+  return at::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
+}
+
+RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) { weight = register_parameter("weight", torch::ones({dim})); }
+
+at::Tensor RMSNorm::forward(const at::Tensor& x) const {
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+  bias = register_parameter("bias", torch::zeros({dim}));
+}
+
+at::Tensor LayerNorm::forward(const at::Tensor& x) const {
+  return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+}
+
+Embedding::Embedding(int64_t num, int64_t dim) { weight = register_parameter("weight", torch::empty({num, dim})); }
+
+at::Tensor activation(const std::string& name, const at::Tensor& x) {
+  if (name == "silu" || name == "swish") return at::silu(x);
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "relu") return at::relu(x);
+  fail("unsupported activation \"" + name + "\"");
+}
+
+at::Tensor rope_inv_freq(const ModelConfig& cfg) {
+  const int64_t dim = cfg.head_dim;
+  // Same float32 arithmetic as transformers: base ** (arange(0, dim, 2) / dim).
+  at::Tensor exponent = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv = 1.0 / at::pow(cfg.rope_theta, exponent);
+  const RopeScaling& rs = cfg.rope_scaling;
+  if (rs.type == "linear") {
+    inv = inv / rs.factor;
+  } else if (rs.type == "llama3") {
+    const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+    const double low_wavelen = old_len / rs.low_freq_factor;
+    const double high_wavelen = old_len / rs.high_freq_factor;
+    at::Tensor wavelen = 2 * M_PI / inv;
+    // Long wavelengths (low frequencies) are divided by factor, short ones kept, the band in
+    // between interpolated smoothly.
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv / rs.factor, inv);
+    at::Tensor smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+    at::Tensor medium = at::logical_not(wavelen < high_wavelen).logical_and(at::logical_not(wavelen > low_wavelen));
+    inv = at::where(medium, smoothed, scaled);
+  }
+  return inv;
+}
+
+ForwardState make_forward_state(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
+                                const at::Tensor& inv_freq, double rope_attention_factor, int64_t window,
+                                at::ScalarType dtype, at::Tensor* positions_out) {
+  ForwardState st;
+  st.batch = input_ids.size(0);
+  st.seq = input_ids.size(1);
+  st.cache = cache;
+  st.past = cache ? cache->length() : 0;
+  const int64_t B = st.batch, T = st.seq, S = st.past + T;
+  auto dev = input_ids.device();
+
+  at::Tensor new_mask = attention_mask.defined() ? attention_mask.to(dev, at::kLong)
+                                                 : at::ones({B, T}, at::TensorOptions().dtype(at::kLong).device(dev));
+  if (attention_mask.defined() && (attention_mask.size(0) != B || attention_mask.size(1) != T))
+    fail("attention_mask must have the shape of input_ids");
+  at::Tensor full = cache ? cache->extend_mask(new_mask) : new_mask;  // [B, S]
+  const bool padded = !full.all().item<bool>();
+
+  // Positions count real tokens; padding positions get 1 (as transformers' generate()).
+  at::Tensor pos = (full.cumsum(1) - 1).narrow(1, st.past, T);
+  pos = pos.masked_fill(new_mask.eq(0), 1);
+  if (positions_out) *positions_out = pos;
+
+  if (inv_freq.defined()) {
+    at::Tensor freqs = pos.to(at::kFloat).unsqueeze(-1) * inv_freq.to(dev).view({1, 1, -1});  // [B, T, D/2]
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    st.cos = (emb.cos() * rope_attention_factor).to(dtype).unsqueeze(1);
+    st.sin = (emb.sin() * rope_attention_factor).to(dtype).unsqueeze(1);
+  }
+
+  if (padded) st.valid = new_mask.reshape({-1}).to(at::kBool);
+
+  const bool need_window = window > 0 && S > window;
+  if (padded || need_window || (st.past > 0 && T > 1)) {
+    auto lopt = at::TensorOptions().dtype(at::kLong).device(dev);
+    at::Tensor qi = at::arange(st.past, S, lopt).view({T, 1});
+    at::Tensor kj = at::arange(0, S, lopt).view({1, S});
+    at::Tensor causal = kj.le(qi);                                  // [T, S]
+    at::Tensor key_ok = full.to(at::kBool).view({B, 1, 1, S});
+    at::Tensor q_pad = new_mask.eq(0).view({B, 1, T, 1});
+    at::Tensor self = kj.eq(qi).view({1, 1, T, S});
+    // A padding query attends to itself only, so its (unused) output stays finite.
+    auto build = [&](const at::Tensor& allowed) {
+      return allowed.view({1, 1, T, S}).logical_and(key_ok).logical_or(self.logical_and(q_pad));
+    };
+    st.mask = build(causal);
+    if (need_window) st.window_mask = build(causal.logical_and((qi - kj).lt(window)));
+    st.causal = false;
+  } else {
+    st.causal = T > 1;
+  }
+  return st;
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rot = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rot * sin;
+}
+
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const ForwardState& st,
+                  bool use_window) {
+  at::Tensor kk = k, vv = v;
+  const int64_t h = q.size(1), hkv = k.size(1);
+  if (h != hkv) {
+    const int64_t rep = h / hkv;
+    auto expand = [&](const at::Tensor& t) {
+      return t.unsqueeze(2).expand({t.size(0), hkv, rep, t.size(2), t.size(3)}).reshape({t.size(0), h, t.size(2), t.size(3)});
+    };
+    kk = expand(k);
+    vv = expand(v);
+  }
+  const at::Tensor& mask = use_window && st.window_mask.defined() ? st.window_mask : st.mask;
+  return sdpa(q, kk, vv, mask, mask.defined() ? false : st.causal);
+}
+
+Attention::Attention(const ModelConfig& cfg, int64_t layer_)
+    : layer(layer_),
+      heads(cfg.num_heads),
+      kv_heads(cfg.num_kv_heads),
+      head_dim(cfg.head_dim),
+      window(cfg.layer_sliding_window(layer_)),
+      clip_qkv(cfg.clip_qkv) {
+  const int64_t h = cfg.hidden_size, q = heads * head_dim, kv = kv_heads * head_dim;
+  q_proj = register_module("q_proj", std::make_shared<Linear>(h, q, cfg.attention_bias));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(h, kv, cfg.attention_bias));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(h, kv, cfg.attention_bias));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(q, h, cfg.attention_out_bias));
+  if (cfg.qk_norm) {
+    q_norm = register_module("q_norm", std::make_shared<RMSNorm>(q, cfg.norm_eps));
+    k_norm = register_module("k_norm", std::make_shared<RMSNorm>(kv, cfg.norm_eps));
+  }
+}
+
+at::Tensor Attention::forward(const at::Tensor& x, const ForwardState& st) {
+  const int64_t B = st.batch, T = st.seq;
+  at::Tensor q = q_proj->forward(x), k = k_proj->forward(x), v = v_proj->forward(x);
+  if (q_norm) {  // OLMoE: RMSNorm over the whole projection, before splitting into heads
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  if (clip_qkv > 0) {
+    q = q.clamp(-clip_qkv, clip_qkv);
+    k = k.clamp(-clip_qkv, clip_qkv);
+    v = v.clamp(-clip_qkv, clip_qkv);
+  }
+  q = q.view({B, T, heads, head_dim}).transpose(1, 2);
+  k = k.view({B, T, kv_heads, head_dim}).transpose(1, 2);
+  v = v.view({B, T, kv_heads, head_dim}).transpose(1, 2);
+  q = apply_rope(q, st.cos, st.sin);
+  k = apply_rope(k, st.cos, st.sin);
+  if (st.cache) std::tie(k, v) = st.cache->append(layer, k, v);
+  at::Tensor o = attend(q, k, v, st, window > 0);
+  return o_proj->forward(o.transpose(1, 2).reshape({B, T, heads * head_dim}));
+}
+
+GatedMLP::GatedMLP(int64_t hidden, int64_t inner, const std::string& act_, bool bias, const std::string& gate_name,
+                   const std::string& up_name, const std::string& down_name)
+    : act(act_) {
+  gate = register_module(gate_name, std::make_shared<Linear>(hidden, inner, bias));
+  up = register_module(up_name, std::make_shared<Linear>(hidden, inner, bias));
+  down = register_module(down_name, std::make_shared<Linear>(inner, hidden, bias));
+}
+
+at::Tensor GatedMLP::forward(const at::Tensor& x, Hooks* hooks, int layer, const at::Tensor& valid, int expert,
+                             const at::Tensor& tokens) {
+  at::Tensor h = activation(act, gate->forward(x)) * up->forward(x);
+  if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer))
+    h = hooks->fire(HookPoint::ffn_intermediate, layer, h, valid, expert, tokens);
+  return down->forward(h);
+}
+
+void init_parameters_random(torch::nn::Module& m, uint64_t seed, double std) {
+  at::NoGradGuard guard;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& p : m.named_parameters()) {
+    const std::string& name = p.key();
+    at::Tensor& t = p.value();
+    at::Tensor r = at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+    const bool is_norm_weight = (name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos) &&
+                                name.size() >= 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+    if (is_norm_weight) r = 1.0 + 0.1 * r;
+    else r = r * std;
+    t.copy_(r);
+  }
+}
+
+}  // namespace mf

@@ -1,0 +1,111 @@
+// The Llama graph: Llama-2/3/3.2 (rope_scaling llama3, tied embeddings), SmolLM (a Llama
+// checkpoint), Mistral (sliding window), Qwen2/2.5 (q/k/v biases, optional sliding window),
+// and — with their FFN swapped for a routed MoE block — Mixtral, Qwen2-MoE and OLMoE (see
+// mixtral.cpp, qwen2_moe.cpp, olmoe.cpp). Differences are config switches (ModelConfig).
+//
+// Per layer: h += attn(input_layernorm(h)); h += ffn(post_attention_layernorm(h)).
+#include "model/layers.h"
+#include "model/model.h"
+#include "model/moe_block.h"
+#include "util/error.h"
+
+namespace mf {
+namespace {
+
+struct DecoderLayer : torch::nn::Module {
+  DecoderLayer(const ModelConfig& cfg, int64_t l) : layer(static_cast<int>(l)) {
+    self_attn = register_module("self_attn", std::make_shared<Attention>(cfg, l));
+    const std::string ffn_name = cfg.ffn_module_name();
+    if (cfg.layer_is_moe(l)) {
+      switch (cfg.family) {
+        case Family::mixtral: moe = make_mixtral_moe(cfg); break;
+        case Family::qwen2_moe: moe = make_qwen2_moe(cfg); break;
+        case Family::olmoe: moe = make_olmoe_moe(cfg); break;
+        default: fail(cfg.origin + ": model_type " + cfg.model_type + " has no MoE block");
+      }
+      register_module(ffn_name, moe);
+    } else {
+      mlp = register_module(ffn_name, std::make_shared<GatedMLP>(cfg.hidden_size, cfg.intermediate_size,
+                                                                 cfg.hidden_act, cfg.mlp_bias));
+    }
+    input_layernorm = register_module("input_layernorm", std::make_shared<RMSNorm>(cfg.hidden_size, cfg.norm_eps));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", std::make_shared<RMSNorm>(cfg.hidden_size, cfg.norm_eps));
+  }
+
+  at::Tensor forward(at::Tensor h, const ForwardState& st) {
+    const int64_t B = h.size(0), T = h.size(1), H = h.size(2);
+    Hooks* hooks = st.hooks;
+    h = h + self_attn->forward(input_layernorm->forward(h), st);
+    at::Tensor x = post_attention_layernorm->forward(h).reshape({B * T, H});
+    if (hooks && hooks->wants(HookPoint::ffn_input, layer)) x = hooks->fire(HookPoint::ffn_input, layer, x, st.valid);
+    at::Tensor f = mlp ? mlp->forward(x, hooks, layer, st.valid) : moe->forward(x, hooks, layer, st.valid);
+    h = h + f.view({B, T, H});
+    if (hooks && hooks->wants(HookPoint::block_output, layer))
+      h = hooks->fire(HookPoint::block_output, layer, h.reshape({B * T, H}), st.valid).view({B, T, H});
+    return h;
+  }
+
+  int layer;
+  std::shared_ptr<Attention> self_attn;
+  std::shared_ptr<GatedMLP> mlp;
+  std::shared_ptr<MoeBlock> moe;
+  std::shared_ptr<RMSNorm> input_layernorm, post_attention_layernorm;
+};
+
+// "model": embed_tokens, layers, norm.
+struct LlamaBody : torch::nn::Module {
+  explicit LlamaBody(const ModelConfig& cfg) {
+    embed_tokens = register_module("embed_tokens", std::make_shared<Embedding>(cfg.vocab_size, cfg.hidden_size));
+    auto list = register_module("layers", torch::nn::ModuleList());
+    for (int64_t l = 0; l < cfg.num_layers; ++l) {
+      layers.push_back(std::make_shared<DecoderLayer>(cfg, l));
+      list->push_back(layers.back());
+    }
+    norm = register_module("norm", std::make_shared<RMSNorm>(cfg.hidden_size, cfg.norm_eps));
+  }
+  std::shared_ptr<Embedding> embed_tokens;
+  std::vector<std::shared_ptr<DecoderLayer>> layers;
+  std::shared_ptr<RMSNorm> norm;
+};
+
+class LlamaModel : public Model {
+ public:
+  explicit LlamaModel(const ModelConfig& cfg) : Model(cfg) {
+    model = register_module("model", std::make_shared<LlamaBody>(cfg));
+    if (!cfg.tie_word_embeddings)
+      lm_head_ = register_module("lm_head", std::make_shared<Linear>(cfg.hidden_size, cfg.vocab_size, false));
+    inv_freq_ = rope_inv_freq(cfg);
+    for (int64_t l = 0; l < cfg.num_layers; ++l) max_window_ = std::max(max_window_, cfg.layer_sliding_window(l));
+  }
+
+  at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) override {
+    if (input_ids.dim() != 2) fail("input_ids must be [batch, seq]");
+    if (cache && cache->num_layers() != cfg_.num_layers) fail("KV cache was made for another model");
+    const auto dev = device();
+    at::Tensor ids = input_ids.to(dev, at::kLong);
+    at::Tensor h = model->embed_tokens->forward(ids);
+    ForwardState st = make_forward_state(ids, attention_mask, cache, inv_freq_, 1.0, max_window_, h.scalar_type());
+    st.hooks = active_hooks();
+    for (auto& layer : model->layers) h = layer->forward(h, st);
+    if (cache) cache->commit(st.seq);
+    return model->norm->forward(h);
+  }
+
+  at::Tensor lm_head(const at::Tensor& hidden) override {
+    const at::Tensor& w = lm_head_ ? lm_head_->weight : model->embed_tokens->weight;
+    return at::linear(hidden, w).to(at::kFloat);
+  }
+
+ private:
+  std::shared_ptr<LlamaBody> model;
+  std::shared_ptr<Linear> lm_head_;
+  at::Tensor inv_freq_;
+  int64_t max_window_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<Model> build_llama_family(const ModelConfig& cfg) { return std::make_shared<LlamaModel>(cfg); }
+
+}  // namespace mf

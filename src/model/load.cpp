@@ -1,0 +1,41 @@
+// Model::load: config.json -> typed config -> tensor validation -> weights in the requested
+// dtype on the requested device. Every mismatch is a one-line error naming file and tensor.
+#include "io/checkpoint.h"
+#include "model/model.h"
+#include "util/error.h"
+#include "util/log.h"
+
+namespace mf {
+
+std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
+  Checkpoint ck = Checkpoint::open(dir);
+  if (ck.config().empty()) fail_file(dir, "not a model directory: config.json is missing");
+  ModelConfig cfg = parse_model_config(ck.config(), ck.config_path());
+
+  std::map<std::string, std::vector<int64_t>> present;
+  std::map<std::string, std::string> file_of;
+  for (const auto& name : ck.names()) {
+    present[name] = ck.info(name).shape;
+    file_of[name] = ck.file_of(name);
+  }
+  validate_tensors(cfg, present, dir, file_of);
+  std::map<std::string, std::string> stored;  // canonical -> stored name
+  for (const auto& [name, shape] : present) stored[canonical_tensor_name(cfg, name)] = name;
+
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16 && options.dtype != at::kHalf)
+    throw UsageError("unsupported dtype for a model (use float32, bfloat16 or float16)");
+  auto model = Model::create(cfg);
+  {
+    at::NoGradGuard guard;
+    for (auto& p : model->named_parameters()) {
+      const std::string& src = stored.at(p.key());
+      at::Tensor t = ck.get(src, options.dtype);
+      p.value().set_data(t.to(options.device).contiguous());
+    }
+  }
+  model->eval();
+  log_debug("loaded ", cfg.model_type, " from ", dir, ": ", total_parameters(cfg), " parameters");
+  return model;
+}
+
+}  // namespace mf

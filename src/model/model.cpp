@@ -1,0 +1,79 @@
+#include "model/model.h"
+
+#include "model/layers.h"
+#include "util/error.h"
+#include "util/str.h"
+
+namespace mf {
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "f32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "f16") return at::kHalf;
+  throw UsageError("unknown dtype \"" + name + "\" (use float32, bfloat16 or float16)");
+}
+
+at::Device parse_device(const std::string& name) {
+  if (name == "cpu") return at::kCPU;
+  if (starts_with(name, "cuda")) {
+    if (!torch::cuda::is_available())
+      throw UsageError("--device " + name + ": this build of moeforge has no CUDA device available");
+    try {
+      return at::Device(name);
+    } catch (const c10::Error&) {
+    }
+  }
+  throw UsageError("unknown device \"" + name + "\" (use cpu or cuda[:N])");
+}
+
+std::shared_ptr<Model> Model::create(const ModelConfig& cfg) {
+  if (cfg.family == Family::gpt2) return build_gpt2(cfg);
+  return build_llama_family(cfg);
+}
+
+at::ScalarType Model::dtype() const {
+  auto ps = parameters();
+  return ps.empty() ? at::kFloat : ps.front().scalar_type();
+}
+
+at::Device Model::device() const {
+  auto ps = parameters();
+  return ps.empty() ? at::Device(at::kCPU) : ps.front().device();
+}
+
+at::Tensor Model::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) {
+  return lm_head(forward_hidden(input_ids, attention_mask, cache));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Model::hf_tensors() {
+  auto params = named_parameters();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& spec : expected_tensors(cfg_)) {
+    if (const at::Tensor* t = params.find(spec.name)) out.emplace_back(spec.name, t->detach());
+  }
+  return out;
+}
+
+void Model::set_weights(const std::function<at::Tensor(const std::string&)>& get) {
+  at::NoGradGuard guard;
+  const auto dt = dtype();
+  const auto dev = device();
+  for (auto& p : named_parameters()) {
+    at::Tensor t = get(p.key());
+    if (!t.defined()) fail("missing tensor " + p.key());
+    if (t.sizes() != p.value().sizes())
+      fail("tensor " + p.key() + " has shape " + shape_string(t.sizes().vec()) + " but the model expects " +
+           shape_string(p.value().sizes().vec()));
+    p.value().set_data(t.to(dev, dt).contiguous());
+  }
+}
+
+void Model::init_random(uint64_t seed, double std) {
+  const auto dt = dtype();
+  const auto dev = device();
+  to(at::kCPU, at::kFloat);
+  init_parameters_random(*this, seed, std);
+  to(dev, dt);
+}
+
+}  // namespace mf

@@ -1,0 +1,75 @@
+// A causal language model of any supported family. Modules are torch::nn::Module and their
+// named_parameters() are exactly the Hugging Face tensor names (a tied lm_head is not a
+// separate parameter), so training code gets a named parameter list and checkpoints round-trip.
+//
+//   auto m = mf::Model::load("path/to/hf_dir", {at::kBFloat16, at::kCPU});
+//   at::Tensor logits = m->forward(ids /*[B,T] int64*/, mask /*[B,T], 1 = real*/);  // [B,T,V] fp32
+//
+// Padding may be on either side; positions count real tokens only. With a KvCache, call
+// forward with the new tokens only (and their mask); the cache remembers earlier masks.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/config.h"
+#include "model/hooks.h"
+#include "model/kv_cache.h"
+
+namespace mf {
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;  // kFloat or kBFloat16 (kHalf on CUDA)
+  at::Device device = at::kCPU;
+};
+
+// "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" -> dtype; "cpu"/"cuda[:n]" -> device.
+// Throw mf::UsageError on anything else.
+at::ScalarType parse_dtype(const std::string& name);
+at::Device parse_device(const std::string& name);
+
+class Model : public torch::nn::Module {
+ public:
+  // A model with uninitialised fp32 CPU parameters (fill with init_random or load weights).
+  static std::shared_ptr<Model> create(const ModelConfig& cfg);
+  // Loads a Hugging Face directory: parses config.json, validates every tensor's name and
+  // shape against the config (one-line errors naming the tensor), converts to options.dtype.
+  static std::shared_ptr<Model> load(const std::string& dir, const LoadOptions& options = {});
+
+  const ModelConfig& config() const { return cfg_; }
+  Hooks& hooks() { return hooks_; }
+  at::ScalarType dtype() const;
+  at::Device device() const;
+
+  // logits [B, T, V] as float32.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}, KvCache* cache = nullptr);
+  // Hidden states after the final norm [B, T, H] (model dtype); lm_head() maps them to fp32 logits.
+  virtual at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                                    KvCache* cache = nullptr) = 0;
+  virtual at::Tensor lm_head(const at::Tensor& hidden) = 0;
+
+  KvCache make_cache(int64_t capacity = 0) const { return KvCache(cfg_.num_layers, capacity); }
+
+  // Tensors under their checkpoint names, in expected_tensors() order (tied lm_head omitted),
+  // ready for save_checkpoint().
+  std::vector<std::pair<std::string, at::Tensor>> hf_tensors();
+  // Sets parameters from `get(name)` (canonical HF names); converts dtype/device to the model's.
+  void set_weights(const std::function<at::Tensor(const std::string&)>& get);
+  // Random weights (N(0, std), norms around 1), deterministic in `seed`.
+  void init_random(uint64_t seed, double std = 0.02);
+
+ protected:
+  explicit Model(ModelConfig cfg) : cfg_(std::move(cfg)) {}
+  Hooks* active_hooks() { return hooks_.empty() ? nullptr : &hooks_; }
+  ModelConfig cfg_;
+  Hooks hooks_;
+};
+
+// Family builders (one file each).
+std::shared_ptr<Model> build_llama_family(const ModelConfig& cfg);  // llama.cpp: Llama/Mistral/Qwen2 graph + MoE variants
+std::shared_ptr<Model> build_gpt2(const ModelConfig& cfg);          // gpt2.cpp
+
+}  // namespace mf

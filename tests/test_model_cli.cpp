@@ -1,0 +1,112 @@
+// End-to-end: `moeforge generate` and `moeforge perplexity` on a tiny GPT-2 checkpoint that
+// uses the real GPT-2 tokenizer files (tests/data/tokenizers/gpt2). The CLI's numbers must
+// equal the library's on the same model and token ids.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdio>
+
+#include "io/checkpoint.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/perplexity.h"
+#include "tokenizer/tokenizer.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+using namespace mf;
+
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun run(const std::string& args) {
+  const std::string err_file = ::testing::TempDir() + "/mf_model_cli_stderr.txt";
+  std::string cmd = std::string(MOEFORGE_BIN) + " -q " + args + " 2>" + err_file;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, read_file(err_file)};
+}
+
+// A 1-layer GPT-2 with the real 50257-token vocabulary, written once per test binary run.
+const std::string& tiny_gpt2_dir() {
+  static std::string dir = [] {
+    std::string d = ::testing::TempDir() + "/mf_model_cli_gpt2";
+    remove_all(d);
+    json cfg = {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 16}, {"n_layer", 1},
+                {"n_head", 2},          {"n_positions", 64},   {"bos_token_id", 50256}, {"eos_token_id", 50256}};
+    auto m = Model::create(parse_model_config(cfg, "gpt2"));
+    m->init_random(3, 0.5);
+    SaveOptions so;
+    so.copy_aux_from = std::string(MOEFORGE_TEST_DATA) + "/tokenizers/gpt2";
+    save_checkpoint(d, cfg, m->hf_tensors(), so);
+    return d;
+  }();
+  return dir;
+}
+
+}  // namespace
+
+TEST(ModelCli, GenerateJsonEqualsLibraryGreedy) {
+  const std::string& dir = tiny_gpt2_dir();
+  CliRun r = run("generate " + dir + " --prompt 'The quick brown fox' --max-new-tokens 6 --temperature 0 --dtype float32 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  auto tok = Tokenizer::load(dir);
+  auto ids32 = tok->encode("The quick brown fox", true);
+  auto model = Model::load(dir);
+  GenerateOptions go;
+  go.max_new_tokens = 6;
+  go.sampling.temperature = 0;
+  go.stop_ids = {50256};
+  auto expect = generate(*model, std::vector<int64_t>(ids32.begin(), ids32.end()), go);
+  EXPECT_EQ(j["ids"].get<std::vector<int64_t>>(), expect);
+  EXPECT_EQ(j["prompt_tokens"].get<size_t>(), ids32.size());
+}
+
+TEST(ModelCli, GenerateStreamsText) {
+  CliRun r = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GT(r.out.size(), 1u);
+  EXPECT_EQ(r.out.back(), '\n');
+  CliRun again = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
+  EXPECT_EQ(again.out, r.out);  // seeded
+}
+
+TEST(ModelCli, PerplexityEqualsLibrary) {
+  const std::string& dir = tiny_gpt2_dir();
+  const std::string text_file = ::testing::TempDir() + "/mf_model_cli_text.txt";
+  const std::string text = "In the beginning God created the heaven and the earth. And the earth was without form, "
+                           "and void; and darkness was upon the face of the deep.";
+  write_file_atomic(text_file, text);
+  CliRun r = run("perplexity " + dir + " --text " + text_file + " --context 16 --stride 8 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  auto tok = Tokenizer::load(dir);
+  auto ids32 = tok->encode(text, true);
+  auto model = Model::load(dir);
+  PerplexityResult expect = rolling_perplexity(*model, std::vector<int64_t>(ids32.begin(), ids32.end()), 16, 8);
+  EXPECT_EQ(j["scored_tokens"].get<int64_t>(), static_cast<int64_t>(ids32.size()) - 1);
+  EXPECT_NEAR(j["perplexity"].get<double>() / expect.perplexity(), 1.0, 1e-6);
+}
+
+TEST(ModelCli, BadInputIsOneLineError) {
+  CliRun r = run("generate /nonexistent/model --prompt hi");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("error: /nonexistent/model: ", 0), 0u) << r.err;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  CliRun u = run("perplexity " + tiny_gpt2_dir());
+  EXPECT_EQ(u.code, 2) << u.err;
+  CliRun s = run("perplexity " + tiny_gpt2_dir() + " --text /nonexistent.txt");
+  EXPECT_EQ(s.code, 1);
+  EXPECT_EQ(s.err.rfind("error: /nonexistent.txt: ", 0), 0u) << s.err;
+}
