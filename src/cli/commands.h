@@ -16,16 +16,24 @@ struct GlobalOptions {
 // Each add_* creates its subcommand on `app` and sets its callback. The callback throws
 // mf::Error for user mistakes; main() turns that into `error: ...` and exit 1.
 
+void add_info_command(CLI::App& app, const GlobalOptions& globals);
+void add_init_command(CLI::App& app, const GlobalOptions& globals);
 void add_tokenize_command(CLI::App& app, const GlobalOptions& globals);
 void add_tokenizer_command(CLI::App& app, const GlobalOptions& globals);
 void add_generate_command(CLI::App& app, const GlobalOptions& globals);
 void add_perplexity_command(CLI::App& app, const GlobalOptions& globals);
+void add_eval_command(CLI::App& app, const GlobalOptions& globals);
+void add_train_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
+  add_info_command(app, globals);
+  add_init_command(app, globals);
   add_tokenize_command(app, globals);
   add_tokenizer_command(app, globals);
   add_generate_command(app, globals);
   add_perplexity_command(app, globals);
+  add_eval_command(app, globals);
+  add_train_command(app, globals);
 }
 
 }  // namespace mf::cli

@@ -11,6 +11,15 @@ void KvCache::clear() {
   length_ = 0;
 }
 
+void KvCache::select_rows(const at::Tensor& index) {
+  for (size_t l = 0; l < k_.size(); ++l) {
+    if (!k_[l].defined()) continue;
+    k_[l] = k_[l].narrow(2, 0, length_).index_select(0, index);
+    v_[l] = v_[l].narrow(2, 0, length_).index_select(0, index);
+  }
+  if (mask_.defined()) mask_ = mask_.narrow(1, 0, length_).index_select(0, index);
+}
+
 at::Tensor KvCache::extend_mask(const at::Tensor& new_mask) {
   at::Tensor full = mask_.defined() && length_ > 0 ? at::cat({mask_.narrow(1, 0, length_), new_mask}, 1) : new_mask;
   mask_ = full;

@@ -28,6 +28,10 @@ class KvCache {
   // Stores layer `layer`'s new keys/values [B, Hkv, T, D] at positions [length, length+T) and
   // returns views of everything stored so far [B, Hkv, length+T, D].
   std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Re-indexes the batch: row i becomes the old row index[i] (int64 [B']), e.g. to score several
+  // continuations on top of one shared prefix.
+  void select_rows(const at::Tensor& index);
+
   // Advances length by T after all layers appended.
   void commit(int64_t t) { length_ += t; }
 

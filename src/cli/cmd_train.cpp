@@ -1,0 +1,54 @@
+// moeforge train --recipe pretrain --config FILE: a Llama model of any size from a config,
+// trained from scratch on JSONL documents (docs/training.md).
+#include <iostream>
+
+#include "cli/commands.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+#include "train/pretrain.h"
+#include "util/error.h"
+#include "util/json.h"
+
+namespace mf::cli {
+
+void add_train_command(CLI::App& app, const GlobalOptions& globals) {
+  struct Opts {
+    std::string recipe, config, output, json_out;
+  };
+  auto opts = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain)");
+  cmd->add_option("--recipe", opts->recipe, "Training recipe")->required()->check(CLI::IsMember({"pretrain"}));
+  cmd->add_option("--config", opts->config, "Recipe config file (JSON, docs/training.md)")->required();
+  cmd->add_option("--output", opts->output, "Run directory (overrides training.output_dir)");
+  cmd->add_option("--json", opts->json_out, "Write the result record as JSON to this file");
+  cmd->callback([opts, &globals]() {
+    PretrainConfig cfg = load_pretrain_config(opts->config);
+    if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
+    cfg.trainer.progress = !globals.quiet;
+    const ModelConfig mcfg = parse_model_config(cfg.model, opts->config);
+    auto tok = Tokenizer::load(cfg.tokenizer);
+    if (tok->vocab_size() > mcfg.vocab_size)
+      fail_file(opts->config, "model.vocab_size is smaller than the tokenizer's vocabulary");
+    auto make_model = [&]() {
+      std::shared_ptr<Model> m = Model::create(mcfg);
+      m->init_random(cfg.trainer.seed);
+      PretrainModel pm;
+      pm.module = m;
+      pm.logits = [m](const at::Tensor& ids) { return m->forward(ids); };
+      pm.export_tensors = [m]() { return m->hf_tensors(); };
+      return pm;
+    };
+    PretrainTokenizer pt;
+    pt.encode = [&tok](const std::vector<std::string>& texts) { return tok->encode_batch(texts, true); };
+    pt.eos_id = tok->eos_id();
+    pt.files_dir = cfg.tokenizer;
+    TrainResult r = run_pretrain(cfg, make_model, pt);
+    json out = {{"steps", r.steps}, {"final_loss", r.last_loss}, {"tokens_per_s", r.tokens_per_s},
+                {"val_loss", r.val_loss}, {"output", cfg.trainer.out_dir}};
+    if (!opts->json_out.empty()) write_json_file(opts->json_out, out);
+    std::cout << out.dump(2) << "\n";
+  });
+}
+
+}  // namespace mf::cli
