@@ -125,7 +125,7 @@ EvalReport evaluate(const TaskRegistry& registry, const std::vector<std::string>
       return &by_name.at(name);
     }
     size_t slot = report.results.size();
-    report.results.emplace_back();  // placeholder: the group row precedes its children
+    report.results.emplace_back();  // the group row precedes its children; filled in below
     std::vector<const TaskResult*> kids;
     for (const auto& c : g->children) kids.push_back(emit(c, depth + 1));
     TaskResult gr = aggregate_group(*g, kids);
