@@ -11,8 +11,10 @@
 #include "eval/text.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "test_helpers.h"
 
 using namespace mf;
+using mf::testing_helpers::error_of;
 using namespace mf::eval;
 
 namespace {
@@ -44,15 +46,6 @@ void expect_mc(const Instance& inst, const std::string& ctx, const std::vector<s
     EXPECT_EQ(inst.requests[i].continuation, conts[i]) << "choice " << i;
   }
   EXPECT_EQ(inst.gold, gold);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

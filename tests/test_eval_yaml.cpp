@@ -9,8 +9,10 @@
 #include "eval/yaml_task.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "test_helpers.h"
 
 using namespace mf;
+using mf::testing_helpers::error_of;
 using namespace mf::eval;
 
 namespace {
@@ -33,15 +35,6 @@ void expect_same_requests(const TaskDef& a, const TaskDef& b) {
     EXPECT_EQ(x[i].gold, y[i].gold) << i;
     EXPECT_EQ(x[i].choices, y[i].choices) << i;
   }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -6,19 +6,10 @@
 #include "split/partition.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "test_helpers.h"
 
 using namespace mf;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
+using mf::testing_helpers::error_of;
 
 TEST(SplitPartition, HandWrittenFileWithSharedAndDropped) {
   // 6 neurons, N=3: neuron 1 shared by experts 1 and 2, neurons 2 and 5 dropped.
