@@ -1,6 +1,7 @@
 // Model-independent split algorithms (dense FFN → experts). `moeforge split` gathers the
 // per-layer inputs from the model (gate rows, importance, co-activation) and calls split_layer().
 #pragma once
+#include "util/rng.h"
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -57,6 +58,10 @@ Partition split_layer(const SplitInputs& in, const SplitOptions& opt, SplitRepor
 // Random homogeneous (sizes F/N, remainder to the first experts) / heterogeneous: uniform draw
 // of an expert per neuron, then surplus repair to the exact target sizes (reference procedure).
 Partition split_random(int64_t F, const std::vector<int64_t>& sizes, uint64_t seed);
+// Surplus repair shared by the random and co-activation splits: random surplus members of
+// over-full experts go, shuffled, to under-full ones until expert j has exactly sizes[j].
+Partition repair_to_sizes(std::vector<std::vector<int32_t>> members, const std::vector<int64_t>& sizes, int64_t F,
+                          Rng& rng);
 std::vector<int64_t> equal_sizes(int64_t F, int n);
 
 // Balanced k-means on the rows as given (callers L2-normalise): k-means++ init, assignment to

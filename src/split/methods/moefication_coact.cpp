@@ -64,23 +64,7 @@ Partition split_moefication_coact(const at::Tensor& coactivation, int n, uint64_
   Rng rng(seed);
   std::vector<std::vector<int32_t>> members(n);
   for (int64_t i = 0; i < F; ++i) members[label[i]].push_back(static_cast<int32_t>(i));
-  std::vector<int32_t> pool;
-  for (int j = 0; j < n; ++j)
-    while (static_cast<int64_t>(members[j].size()) > sizes[j]) {
-      size_t r = rng.below(members[j].size());
-      pool.push_back(members[j][r]);
-      members[j][r] = members[j].back();
-      members[j].pop_back();
-    }
-  for (size_t i = pool.size(); i > 1; --i) std::swap(pool[i - 1], pool[rng.below(i)]);
-  size_t next = 0;
-  for (int j = 0; j < n; ++j)
-    while (static_cast<int64_t>(members[j].size()) < sizes[j]) members[j].push_back(pool[next++]);
-  Partition p;
-  p.num_neurons = F;
-  for (auto& m : members) std::sort(m.begin(), m.end());
-  p.experts = std::move(members);
-  return p;
+  return repair_to_sizes(std::move(members), sizes, F, rng);
 }
 
 }  // namespace mf

@@ -29,6 +29,12 @@ Partition split_random(int64_t F, const std::vector<int64_t>& sizes, uint64_t se
   Rng rng(seed);
   std::vector<std::vector<int32_t>> members(n);
   for (int64_t i = 0; i < F; ++i) members[rng.below(n)].push_back(static_cast<int32_t>(i));
+  return repair_to_sizes(std::move(members), sizes, F, rng);
+}
+
+Partition repair_to_sizes(std::vector<std::vector<int32_t>> members, const std::vector<int64_t>& sizes, int64_t F,
+                          Rng& rng) {
+  const int n = static_cast<int>(members.size());
   std::vector<int32_t> pool;
   for (int j = 0; j < n; ++j) {
     auto& m = members[j];
