@@ -2,6 +2,8 @@
 // same requests as the built-ins on real documents; errors name the YAML file.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "eval/jsonl.h"
 #include "eval/registry.h"
 #include "eval/requests.h"
@@ -141,4 +143,66 @@ TEST(EvalYaml, ErrorsNameTheFile) {
   EXPECT_EQ(error_of([&] { load_yaml_tasks(path); }).rfind(path + ": invalid YAML", 0), 0u);
   write_file_atomic(path, "doc_to_text: x\n");
   EXPECT_EQ(error_of([&] { load_yaml_tasks(path); }), path + ": missing key 'task'");
+}
+
+// tasks/reference-corpus.yaml on real corpus items: partial scoring (candidate before the fixed
+// definition), cloze continuations, and the per-domain document filter. Expected strings are
+// written by hand from the corpus format (docs/corpus.md).
+TEST(EvalYaml, ReferenceCorpusTasks) {
+  const std::string data = std::string(MOEFORGE_TEST_DATA) + "/corpus_tasks";
+  auto tasks = load_yaml_tasks(std::string(MOEFORGE_SOURCE_DIR) + "/tasks/reference-corpus.yaml");
+  std::map<std::string, TaskDef> by_name;
+  for (auto& t : tasks) by_name[t.name] = t;
+  ASSERT_EQ(by_name.size(), 11u);
+  auto inst = [&](const std::string& name) {
+    const TaskDef& t = by_name.at(name);
+    return build_instances(t, load_task_docs(t, resolve_data_file(t, data)));
+  };
+
+  auto wn = inst("wordnet_define");
+  ASSERT_EQ(wn.size(), 2u);
+  EXPECT_EQ(wn[0].gold, 3);
+  ASSERT_EQ(wn[0].requests.size(), 4u);
+  EXPECT_EQ(wn[0].requests[3].context, "white (adjective):");
+  EXPECT_EQ(wn[0].requests[0].context, "halal (adjective):");
+  for (const auto& r : wn[0].requests)
+    EXPECT_EQ(r.continuation,
+              " being of the achromatic color of maximum lightness; having little or no hue owing to reflection of "
+              "almost all incident light.");
+  EXPECT_EQ(wn[1].requests[1].context, "albescent (adjective):");
+  EXPECT_EQ(wn[1].requests[1].continuation, " becoming or shading into white.");
+
+  auto fd = inst("foldoc_define");
+  ASSERT_EQ(fd.size(), 2u);
+  EXPECT_EQ(fd[1].gold, 0);
+  EXPECT_EQ(fd[1].requests[0].context, "TINT");
+  EXPECT_EQ(fd[1].requests[3].context, "biff");
+  EXPECT_EQ(fd[1].requests[2].continuation, "\n\nInterpreted version of JOVIAL.");
+  EXPECT_EQ(fd[0].requests[1].context, "Fast Fourier Transform");
+
+  auto kjv = inst("kjv_cloze");
+  ASSERT_EQ(kjv.size(), 2u);
+  EXPECT_EQ(kjv[0].gold, 0);
+  EXPECT_EQ(kjv[0].requests[0].context,
+            "Then all Israel gathered themselves to David unto Hebron, saying, Behold, we are thy bone and thy");
+  EXPECT_EQ(kjv[0].requests[0].continuation, " flesh");
+  EXPECT_EQ(kjv[0].requests[3].continuation, " iniquity");
+
+  auto humor = inst("corpus_ppl_humor");
+  ASSERT_EQ(humor.size(), 2u);
+  EXPECT_EQ(humor[0].requests[0].continuation, "Q:\tWhy was Stonehenge abandoned?\nA:\tIt wasn't IBM compatible.");
+  EXPECT_EQ(inst("corpus_ppl_scripture").size(), 2u);
+  EXPECT_EQ(inst("corpus_ppl_code").size(), 0u);
+
+  auto bad = parse_yaml_tasks("task: t\ndata_file: test.jsonl\ndoc_filter: {nofield: x}\n"
+                              "output_type: loglikelihood_rolling\ndoc_to_target: text\n",
+                              "bad.yaml");
+  EXPECT_EQ(error_of([&] { load_task_docs(bad[0], data + "/test.jsonl"); }),
+            data + "/test.jsonl:1: missing field 'nofield' (named by doc_filter)");
+  EXPECT_NE(error_of([&] {
+              parse_yaml_tasks("task: t\ndata_file: x\ndoc_filter: [a]\noutput_type: loglikelihood_rolling\n"
+                               "doc_to_target: text\n",
+                               "bad.yaml");
+            }).find("'doc_filter' must be a mapping"),
+            std::string::npos);
 }

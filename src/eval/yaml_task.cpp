@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "eval/jsonl.h"
 #include "eval/template.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -77,6 +78,32 @@ TaskDef parse_one(const YAML::Node& node, const std::string& origin) {
   else if (files.IsSequence())
     for (const auto& f : files) t.data_files.push_back(f.as<std::string>());
   else fail(where + ": 'data_file' must be a path or a list of paths");
+
+  // moeforge extension (lm-eval uses Python `process_docs` for this): keep only the documents
+  // whose fields equal the given values, e.g. `doc_filter: {domain: scripture}`.
+  if (const YAML::Node filter = node["doc_filter"]) {
+    if (!filter.IsMap() || filter.size() == 0)
+      fail(where + ": 'doc_filter' must be a mapping of field names to values");
+    std::vector<std::pair<std::string, std::string>> wanted;
+    for (const auto& kv : filter) {
+      if (!kv.second.IsScalar()) fail(where + ": 'doc_filter' values must be strings or numbers");
+      wanted.emplace_back(kv.first.as<std::string>(), kv.second.as<std::string>());
+    }
+    t.load = [wanted](const std::string& path, int64_t limit) {
+      std::vector<Doc> kept;
+      for (auto& d : load_jsonl(path, -1)) {
+        bool match = true;
+        for (const auto& [key, value] : wanted) {
+          const json* v = d.value.is_object() && d.value.contains(key) ? &d.value.at(key) : nullptr;
+          if (!v) fail_file(d.origin(), "missing field '" + key + "' (named by doc_filter)");
+          match = match && (v->is_string() ? v->get<std::string>() == value : v->dump() == value);
+        }
+        if (match) kept.push_back(std::move(d));
+        if (limit >= 0 && static_cast<int64_t>(kept.size()) >= limit) break;
+      }
+      return kept;
+    };
+  }
 
   t.description = str("description", "", false);
   t.target_delimiter = str("target_delimiter", " ", false);
