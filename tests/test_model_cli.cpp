@@ -110,3 +110,27 @@ TEST(ModelCli, BadInputIsOneLineError) {
   EXPECT_EQ(s.code, 1);
   EXPECT_EQ(s.err.rfind("error: /nonexistent.txt: ", 0), 0u) << s.err;
 }
+
+// `convert` writes the same tensors rounded to bf16 (what torch's .to(bfloat16) gives), in shards
+// when asked, with torch_dtype updated and the tokenizer files copied; bad input writes nothing.
+TEST(ModelCli, ConvertToBf16Shards) {
+  const std::string& dir = tiny_gpt2_dir();
+  const std::string out = ::testing::TempDir() + "/mf_model_cli_bf16";
+  remove_all(out);
+  auto r = run("convert " + dir + " --out " + out + " --dtype bf16 --shard-size 1MB");
+  ASSERT_EQ(r.code, 0) << r.err;
+  Checkpoint src = Checkpoint::open(dir), dst = Checkpoint::open(out);
+  EXPECT_GT(dst.files().size(), 1u);
+  EXPECT_EQ(dst.config().at("torch_dtype"), "bfloat16");
+  EXPECT_TRUE(path_exists(out + "/tokenizer.json") || path_exists(out + "/vocab.json"));
+  for (const auto& name : src.names()) {
+    at::Tensor a = src.get(name), b = dst.get(name);
+    ASSERT_EQ(b.scalar_type(), at::kBFloat16) << name;
+    EXPECT_TRUE(torch::equal(a.to(at::kBFloat16), b)) << name;
+  }
+  const std::string missing = ::testing::TempDir() + "/mf_no_such_model";
+  r = run("convert " + missing + " --out " + out + "_2");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("error: " + missing, 0), 0u) << r.err;
+  EXPECT_FALSE(path_exists(out + "_2"));
+}
