@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config
+  build-essential cmake ninja-build pkg-config
   python3 gzip            # corpus builder (scripts/build-corpus.sh) and its test
   libtorch-dev            # tensor + autograd core (1.13 on bookworm)
   libopenblas0-pthread    # fast BLAS behind libtorch's fp32 GEMM
