@@ -25,6 +25,7 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals);
 void add_eval_command(CLI::App& app, const GlobalOptions& globals);
 void add_train_command(CLI::App& app, const GlobalOptions& globals);
 void add_convert_command(CLI::App& app, const GlobalOptions& globals);
+void add_quickstart_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_info_command(app, globals);
@@ -36,6 +37,7 @@ inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_eval_command(app, globals);
   add_train_command(app, globals);
   add_convert_command(app, globals);
+  add_quickstart_command(app, globals);
 }
 
 }  // namespace mf::cli
