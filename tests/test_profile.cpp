@@ -241,7 +241,7 @@ TEST(ProfileCoactivation, ReluValuesClampPerGroup) {
 TEST(ProfileStats, MeansOverRealTokens) {
   ActivationStats st(2);
   at::Tensor a = at::tensor({1.f, -2.f, 3.f, 4.f, 100.f, 100.f}, at::kFloat).view({3, 2});
-  at::Tensor valid = at::tensor({1, 1, 0}, at::kBool);
+  at::Tensor valid = at::tensor({1, 1, 0}, at::kLong).to(at::kBool);
   st.add(a, valid);
   st.add(at::tensor({-1.f, 0.f}, at::kFloat).view({1, 2}));
   EXPECT_EQ(st.tokens(), 3);
