@@ -47,7 +47,9 @@ struct Gpt2Block : torch::nn::Module {
     h = h + attn->forward(ln_1->forward(h), st, layer);
     at::Tensor x = ln_2->forward(h).reshape({B * T, H});
     if (hooks && hooks->wants(HookPoint::ffn_input, layer)) x = hooks->fire(HookPoint::ffn_input, layer, x, st.valid);
-    at::Tensor a = activation(act, mlp->c_fc->forward(x));
+    at::Tensor z = mlp->c_fc->forward(x);
+    if (hooks && hooks->wants(HookPoint::ffn_preact, layer)) z = hooks->fire(HookPoint::ffn_preact, layer, z, st.valid);
+    at::Tensor a = activation(act, z);
     if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer))
       a = hooks->fire(HookPoint::ffn_intermediate, layer, a, st.valid);
     h = h + mlp->c_proj->forward(a).view({B, T, H});

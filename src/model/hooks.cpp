@@ -11,6 +11,7 @@ const char* hook_point_name(HookPoint p) {
     case HookPoint::router_logits: return "router_logits";
     case HookPoint::expert_output: return "expert_output";
     case HookPoint::block_output: return "block_output";
+    case HookPoint::ffn_preact: return "ffn_preact";
   }
   return "?";
 }

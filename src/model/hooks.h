@@ -19,8 +19,9 @@ enum class HookPoint {
   router_logits,     // [N, E] float32: router logits of an MoE layer
   expert_output,     // [n, H]: an expert's output before weighting (MoE layers; expert >= 0)
   block_output,      // [N, H]: the residual stream after the whole decoder layer
+  ffn_preact,        // [n, I]: input of the FFN's activation function: gate(x) (gated FFNs), c_fc(x) + bias (GPT-2)
 };
-constexpr int kNumHookPoints = 5;
+constexpr int kNumHookPoints = 6;
 const char* hook_point_name(HookPoint p);
 
 struct HookEvent {

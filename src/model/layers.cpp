@@ -202,7 +202,9 @@ GatedMLP::GatedMLP(int64_t hidden, int64_t inner, const std::string& act_, bool 
 
 at::Tensor GatedMLP::forward(const at::Tensor& x, Hooks* hooks, int layer, const at::Tensor& valid, int expert,
                              const at::Tensor& tokens) {
-  at::Tensor h = activation(act, gate->forward(x)) * up->forward(x);
+  at::Tensor g = gate->forward(x);
+  if (hooks && hooks->wants(HookPoint::ffn_preact, layer)) g = hooks->fire(HookPoint::ffn_preact, layer, g, valid, expert, tokens);
+  at::Tensor h = activation(act, g) * up->forward(x);
   if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer))
     h = hooks->fire(HookPoint::ffn_intermediate, layer, h, valid, expert, tokens);
   return down->forward(h);
