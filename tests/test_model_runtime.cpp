@@ -12,7 +12,9 @@
 
 #include "model/layers.h"
 #include "model/model.h"
-#include "model/moe_block.h"
+#include "model/moe_ffn.h"
+#include "moe/routers/linear_router.h"
+#include "moe/routers/selection.h"
 #include "model_fixtures.h"
 #include "util/error.h"
 
@@ -151,29 +153,37 @@ TEST(ModelRuntime, MixtralOfCopiedFfnsEqualsDenseLlama) {
 }
 
 TEST(ModelRuntime, RoutingEquivalencesAndTies) {
+  // The runtime's MoE families route with the shared selection code (src/moe).
   torch::manual_seed(0);
   at::Tensor logits = torch::randn({20, 8});
-  Routing r = route_topk(logits, 3, true);
+  at::Tensor probs = at::softmax(logits, -1);
+  moe::SelectionConfig sel;
+  sel.k = 3;
+  at::Tensor idx = moe::select_experts(probs, sel);
   // softmax -> top-k -> renormalise == softmax over the top-k logits
-  at::Tensor direct = at::softmax(logits.gather(1, r.experts), -1);
-  EXPECT_LE(max_diff(r.weights, direct), 1e-6);
-  Routing nr = route_topk(logits, 3, false);
-  EXPECT_LE(max_diff(nr.weights, at::softmax(logits, -1).gather(1, nr.experts)), 1e-7);
+  at::Tensor direct = at::softmax(logits.gather(1, idx), -1);
+  EXPECT_LE(max_diff(moe::gate_values(probs, idx, moe::GateMode::Renorm), direct), 1e-6);
+  EXPECT_LE(max_diff(moe::gate_values(probs, idx, moe::GateMode::Prob), probs.gather(1, idx)), 1e-7);
   // Ties go to the lowest expert index.
-  Routing t = route_topk(torch::tensor({{0.5f, 1.0f, 1.0f, 1.0f, 1.0f}}), 2, false);
-  EXPECT_EQ(t.experts[0][0].item<int64_t>(), 1);
-  EXPECT_EQ(t.experts[0][1].item<int64_t>(), 2);
+  sel.k = 2;
+  at::Tensor t = moe::select_experts(torch::tensor({{0.5f, 1.0f, 1.0f, 1.0f, 1.0f}}), sel);
+  EXPECT_EQ(t[0][0].item<int64_t>(), 1);
+  EXPECT_EQ(t[0][1].item<int64_t>(), 2);
 }
 
 namespace {
 
+bool renormalizes(const MoeFFN& b) { return b.router->selection().gate == moe::GateMode::Renorm; }
+
 // Per-token reference of an MoE block, written from the HF description (spec §1.2-1.3).
-at::Tensor reference_moe(MoeBlock& b, const at::Tensor& x) {
-  const int64_t n = x.size(0), E = b.opt.num_experts, k = b.opt.top_k;
+at::Tensor reference_moe(MoeFFN& b, const at::Tensor& x) {
+  at::NoGradGuard ng;
+  const int64_t n = x.size(0), E = b.num_experts(), k = b.router->selection().k;
+  const at::Tensor rw = static_cast<moe::LinearRouterImpl&>(*b.router).weight();
   at::Tensor out = torch::zeros_like(x);
   for (int64_t i = 0; i < n; ++i) {
     at::Tensor xi = x[i];
-    at::Tensor p = at::softmax(at::mv(b.gate->weight, xi), 0);
+    at::Tensor p = at::softmax(at::mv(rw, xi), 0);
     std::vector<int64_t> idx(E);
     std::iota(idx.begin(), idx.end(), 0);
     std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t c) { return p[a].item<float>() > p[c].item<float>(); });
@@ -182,7 +192,7 @@ at::Tensor reference_moe(MoeBlock& b, const at::Tensor& x) {
     for (int64_t j = 0; j < k; ++j) {
       auto& ex = *b.experts[idx[j]];
       at::Tensor y = at::mv(ex.down->weight, at::silu(at::mv(ex.gate->weight, xi)) * at::mv(ex.up->weight, xi));
-      double w = p[idx[j]].item<double>() / (b.opt.renormalize ? sum : 1.0);
+      double w = p[idx[j]].item<double>() / (renormalizes(b) ? sum : 1.0);
       out[i] += w * y;
     }
     if (b.shared_expert) {
@@ -197,23 +207,30 @@ at::Tensor reference_moe(MoeBlock& b, const at::Tensor& x) {
 }  // namespace
 
 TEST(ModelRuntime, MoeBlocksMatchPerTokenReference) {
-  torch::NoGradGuard ng;
   json oj = tiny_config_json("olmoe");
   oj["norm_topk_prob"] = true;
-  std::vector<std::shared_ptr<MoeBlock>> blocks = {make_qwen2_moe(tiny_config("qwen2_moe")),
-                                                   make_mixtral_moe(tiny_config("mixtral")),
-                                                   make_olmoe_moe(tiny_config("olmoe")),
-                                                   make_olmoe_moe(parse_model_config(oj, "olmoe"))};
-  EXPECT_FALSE(blocks[0]->opt.renormalize);
+  std::vector<std::shared_ptr<MoeFFN>> blocks = {make_qwen2_moe_ffn(tiny_config("qwen2_moe"), 0),
+                                                 make_mixtral_ffn(tiny_config("mixtral"), 0),
+                                                 make_olmoe_ffn(tiny_config("olmoe"), 0),
+                                                 make_olmoe_ffn(parse_model_config(oj, "olmoe"), 0)};
+  EXPECT_FALSE(renormalizes(*blocks[0]));
   EXPECT_TRUE(blocks[0]->shared_expert != nullptr);
-  EXPECT_TRUE(blocks[1]->opt.renormalize);
-  EXPECT_FALSE(blocks[2]->opt.renormalize);
-  EXPECT_TRUE(blocks[3]->opt.renormalize);
+  EXPECT_TRUE(renormalizes(*blocks[1]));
+  EXPECT_FALSE(renormalizes(*blocks[2]));
+  EXPECT_TRUE(renormalizes(*blocks[3]));
   torch::manual_seed(3);
-  at::Tensor x = torch::randn({13, 32});
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    init_parameters_random(*blocks[i], 20 + i, 0.3);
-    EXPECT_LE(max_diff(blocks[i]->forward(x, nullptr, 0, {}), reference_moe(*blocks[i], x)), 1e-5) << i;
+  // 13 tokens: the fused decode path; 40 tokens: the grouped path; with gradients: autograd.
+  for (int64_t n : {13, 40}) {
+    at::Tensor x = torch::randn({n, 32});
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      init_parameters_random(*blocks[i], 20 + i, 0.3);
+      const at::Tensor ref = reference_moe(*blocks[i], x);
+      {
+        torch::NoGradGuard ng;
+        EXPECT_LE(max_diff(blocks[i]->forward(x, nullptr, 0, {}), ref), 1e-5) << i << " " << n;
+      }
+      EXPECT_LE(max_diff(blocks[i]->forward(x, nullptr, 0, {}).detach(), ref), 1e-5) << i << " " << n;
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 // `moeforge info MODEL`: what a checkpoint is — architecture, sizes, experts, parameter counts,
 // dtypes and files — as a table or JSON. Reads headers only; no tensor data is touched.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
@@ -47,16 +48,29 @@ json describe(const std::string& path) {
       json layers = json::array();
       for (int64_t l = 0; l < cfg.num_layers; ++l) {
         if (!cfg.layer_is_moe(l)) continue;
-        json layer = {{"layer", l},
-                      {"experts", cfg.num_experts},
-                      {"top_k", cfg.num_experts_per_tok},
-                      {"expert_size", cfg.moe_intermediate_size}};
+        const std::vector<int64_t> widths = cfg.layer_expert_widths(l);
+        json layer = {{"layer", l}, {"experts", cfg.num_experts}, {"top_k", cfg.num_experts_per_tok}};
+        if (std::all_of(widths.begin(), widths.end(), [&](int64_t w) { return w == widths[0]; }))
+          layer["expert_size"] = widths[0];
+        layer["expert_sizes"] = widths;
         if (cfg.shared_expert_intermediate_size > 0) layer["shared_expert_size"] = cfg.shared_expert_intermediate_size;
         layers.push_back(layer);
       }
       out["moe_layers"] = layers;
+      if (cfg.family == Family::moeforge) {
+        const MoeforgeRouter& r = cfg.router;
+        out["base_model_type"] = family_name(cfg.base_family);
+        out["router"] = {{"type", r.type},         {"score", r.score},       {"selection", r.selection},
+                         {"gate", r.gate},         {"top_p", r.top_p},       {"dynk_tau", r.dynk_tau},
+                         {"aux_loss", r.aux_loss}, {"aux_loss_coef", r.aux_loss_coef}};
+      }
     }
     out["parameters"] = {{"total", total_parameters(cfg)}, {"active_per_token", active_parameters_per_token(cfg)}};
+    if (cfg.is_moe()) {
+      const ActiveParameterRange range = active_parameter_range(cfg);
+      out["parameters"]["active_per_token_min"] = range.min;
+      out["parameters"]["active_per_token_max"] = range.max;
+    }
   } else {
     out["parameters"] = {{"total", stored_params}};
   }
@@ -82,14 +96,19 @@ std::string moe_summary(const json& layers) {
     size_t j = i;
     auto same = [&](size_t a, size_t b) {
       return layers[a]["experts"] == layers[b]["experts"] && layers[a]["top_k"] == layers[b]["top_k"] &&
-             layers[a]["expert_size"] == layers[b]["expert_size"] &&
+             layers[a]["expert_sizes"] == layers[b]["expert_sizes"] &&
              layers[a].value("shared_expert_size", 0) == layers[b].value("shared_expert_size", 0);
     };
     while (j + 1 < layers.size() && same(i, j + 1)) ++j;
     const json& l = layers[i];
     if (!out.empty()) out += "; ";
-    out += cat(l["experts"].get<int64_t>(), " experts of ", l["expert_size"].get<int64_t>(), ", top-",
-               l["top_k"].get<int64_t>());
+    std::string sizes;
+    if (l.contains("expert_size")) {
+      sizes = std::to_string(l["expert_size"].get<int64_t>());
+    } else {  // heterogeneous: every width, in expert order
+      for (const auto& w : l["expert_sizes"]) sizes += (sizes.empty() ? "" : "/") + std::to_string(w.get<int64_t>());
+    }
+    out += cat(l["experts"].get<int64_t>(), " experts of ", sizes, ", top-", l["top_k"].get<int64_t>());
     if (l.contains("shared_expert_size")) out += cat(" + shared expert of ", l["shared_expert_size"].get<int64_t>());
     int64_t a = layers[i]["layer"], b = layers[j]["layer"];
     out += a == b ? cat(" (layer ", a, ")") : cat(" (layers ", a, "-", b, ")");
@@ -113,11 +132,20 @@ void print_table(const json& d) {
                                       (d["tie_word_embeddings"].get<bool>() ? " (tied embeddings)" : "")});
     rows.push_back({"context", std::to_string(d["max_position_embeddings"].get<int64_t>())});
     if (d.contains("moe_layers")) rows.push_back({"experts", moe_summary(d["moe_layers"])});
+    if (d.contains("router")) {
+      const json& r = d["router"];
+      rows.push_back({"router", cat(r["type"].get<std::string>(), ", ", r["score"].get<std::string>(), ", ",
+                                    r["selection"].get<std::string>(), ", gate ", r["gate"].get<std::string>(),
+                                    " (base ", d["base_model_type"].get<std::string>(), ")")});
+    }
   }
   const json& p = d["parameters"];
   std::string params = format_count(p["total"].get<double>()) + " total";
   if (p.contains("active_per_token"))
     params += ", " + format_count(p["active_per_token"].get<double>()) + " active per token";
+  if (p.contains("active_per_token_min") && p["active_per_token_min"] != p["active_per_token_max"])
+    params += " (min " + format_count(p["active_per_token_min"].get<double>()) + ", max " +
+              format_count(p["active_per_token_max"].get<double>()) + ")";
   rows.push_back({"parameters", params});
   std::string dtypes;
   for (auto it = d["dtypes"].begin(); it != d["dtypes"].end(); ++it)

@@ -18,14 +18,16 @@ const char* family_name(Family f) {
     case Family::mixtral: return "mixtral";
     case Family::qwen2_moe: return "qwen2_moe";
     case Family::olmoe: return "olmoe";
+    case Family::moeforge: return "moeforge";
   }
   return "?";
 }
 
-std::string supported_model_types() { return "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe"; }
+std::string supported_model_types() { return "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe, moeforge"; }
 
 bool ModelConfig::layer_is_moe(int64_t l) const {
   if (num_experts <= 0) return false;
+  if (family == Family::moeforge) return std::binary_search(moe_layers.begin(), moe_layers.end(), l);
   if (family != Family::qwen2_moe) return true;
   if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), l) != mlp_only_layers.end()) return false;
   return decoder_sparse_step > 0 && (l + 1) % decoder_sparse_step == 0;
@@ -33,6 +35,15 @@ bool ModelConfig::layer_is_moe(int64_t l) const {
 
 int64_t ModelConfig::layer_sliding_window(int64_t l) const {
   return (sliding_window > 0 && l >= sliding_window_first_layer) ? sliding_window : 0;
+}
+
+std::vector<int64_t> ModelConfig::layer_expert_widths(int64_t l) const {
+  if (!layer_is_moe(l)) return {};
+  if (family == Family::moeforge) {
+    const auto pos = std::lower_bound(moe_layers.begin(), moe_layers.end(), l) - moe_layers.begin();
+    return expert_sizes.at(static_cast<size_t>(pos));
+  }
+  return std::vector<int64_t>(static_cast<size_t>(num_experts), moe_intermediate_size);
 }
 
 std::string ModelConfig::ffn_module_name() const { return family == Family::mixtral ? "block_sparse_moe" : "mlp"; }
@@ -185,6 +196,99 @@ void parse_moe_common(const json& j, const std::string& o, ModelConfig& c, const
   c.router_jitter_noise = get_num(j, "router_jitter_noise", 0.0, o);
 }
 
+// A list of integers under `key` ("<origin>: key 'moe_layers' must be a list of integers").
+std::vector<int64_t> int_list(const json& v, const std::string& key, const std::string& origin) {
+  if (!v.is_array()) fail_file(origin, "key '" + key + "' must be a list of integers");
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].is_number_integer()) fail_file(origin, key + "[" + std::to_string(i) + "] must be an integer");
+    out.push_back(v[i].get<int64_t>());
+  }
+  return out;
+}
+
+std::string one_of(const json& r, const std::string& key, const std::string& fallback,
+                   const std::vector<std::string>& allowed, const std::string& origin) {
+  const std::string v = json_get_or<std::string>(r, key, fallback, origin + ": router");
+  if (std::find(allowed.begin(), allowed.end(), v) == allowed.end())
+    fail_file(origin, "router." + key + " \"" + v + "\" is not supported (supported: " + join(allowed, ", ") + ")");
+  return v;
+}
+
+// moeforge: the base family's config plus the MoE keys of docs/format.md.
+void parse_moeforge(const json& j, const std::string& o, ModelConfig& c) {
+  const std::string base = json_get<std::string>(j, "base_model_type", o);
+  if (base != "llama" && base != "mistral" && base != "qwen2")
+    fail_file(o, "base_model_type \"" + base + "\" is not supported (supported: llama, mistral, qwen2)");
+  json jb = j;
+  jb["model_type"] = base;
+  c = parse_model_config(jb, o);
+  c.base_family = c.family;
+  c.family = Family::moeforge;
+  c.model_type = "moeforge";
+  c.raw = j;
+  if (c.mlp_bias) fail_file(o, "key 'mlp_bias': true is not supported by moeforge MoE models (experts have no biases)");
+
+  c.num_experts = require_int(j, "num_experts", o);
+  check_positive(c.num_experts, "num_experts", o);
+  c.num_experts_per_tok = require_int(j, "num_experts_per_tok", o);
+  if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail_file(o, "num_experts_per_tok is " + std::to_string(c.num_experts_per_tok) + ", must be in 1.." +
+                     std::to_string(c.num_experts));
+
+  if (!j.contains("moe_layers")) fail_file(o, "missing key 'moe_layers'");
+  c.moe_layers = int_list(j["moe_layers"], "moe_layers", o);
+  for (size_t i = 0; i < c.moe_layers.size(); ++i) {
+    const int64_t l = c.moe_layers[i];
+    if (l < 0 || l >= c.num_layers)
+      fail_file(o, "moe_layers[" + std::to_string(i) + "] is " + std::to_string(l) + ", out of range (num_hidden_layers is " +
+                       std::to_string(c.num_layers) + ")");
+    if (i > 0 && l <= c.moe_layers[i - 1])
+      fail_file(o, "moe_layers must be ascending without repeats (moe_layers[" + std::to_string(i) + "] is " +
+                       std::to_string(l) + ")");
+  }
+
+  if (!j.contains("expert_sizes")) fail_file(o, "missing key 'expert_sizes'");
+  const json& es = j["expert_sizes"];
+  if (!es.is_array()) fail_file(o, "key 'expert_sizes' must be a list of lists of integers");
+  if (es.size() != c.moe_layers.size())
+    fail_file(o, "expert_sizes has " + std::to_string(es.size()) + " entries, moe_layers has " +
+                     std::to_string(c.moe_layers.size()));
+  for (size_t i = 0; i < es.size(); ++i) {
+    const std::string key = "expert_sizes[" + std::to_string(i) + "]";
+    std::vector<int64_t> sizes = int_list(es[i], key, o);
+    if (static_cast<int64_t>(sizes.size()) != c.num_experts)
+      fail_file(o, key + " has " + std::to_string(sizes.size()) + " entries, num_experts is " +
+                       std::to_string(c.num_experts));
+    for (size_t e = 0; e < sizes.size(); ++e)
+      if (sizes[e] < 1)
+        fail_file(o, key + "[" + std::to_string(e) + "] is " + std::to_string(sizes[e]) + ", must be >= 1");
+    c.expert_sizes.push_back(std::move(sizes));
+  }
+
+  auto rit = j.find("router");
+  if (rit == j.end()) fail_file(o, "missing key 'router'");
+  if (!rit->is_object()) fail_file(o, "key 'router' must be an object");
+  const json& r = *rit;
+  if (!r.contains("type")) fail_file(o, "missing key 'router.type'");
+  MoeforgeRouter& rc = c.router;
+  rc.type = one_of(r, "type", "linear", {"linear", "mlp", "avgk"}, o);
+  rc.score = one_of(r, "score", "softmax", {"softmax", "sigmoid"}, o);
+  rc.selection = one_of(r, "selection", "top_k", {"top_k", "top_p", "dynk_max"}, o);
+  rc.gate = one_of(r, "gate", "unit", {"unit", "renorm", "prob", "ones"}, o);
+  rc.aux_loss = one_of(r, "aux_loss", "hemoe", {"hemoe", "switch", "none"}, o);
+  rc.top_p = get_num(r, "top_p", 0.8, o + ": router");
+  rc.dynk_tau = get_num(r, "dynk_tau", 0.5, o + ": router");
+  rc.aux_loss_coef = get_num(r, "aux_loss_coef", 5e-4, o + ": router");
+  if (!(rc.top_p > 0 && rc.top_p <= 1)) fail_file(o, "router.top_p must be in (0, 1]");
+  if (!(rc.dynk_tau >= 0 && rc.dynk_tau <= 1)) fail_file(o, "router.dynk_tau must be in [0, 1]");
+  if (rc.aux_loss_coef < 0) fail_file(o, "router.aux_loss_coef must be >= 0");
+  if (rc.type == "avgk" && rc.score != "softmax")
+    fail_file(o, "router.score \"" + rc.score + "\" is not supported with router.type avgk (softmax only)");
+  c.router_aux_loss_coef = rc.aux_loss_coef;
+  c.norm_topk_prob = rc.gate == "renorm";
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const json& j, const std::string& origin) {
@@ -275,6 +379,9 @@ ModelConfig parse_model_config(const json& j, const std::string& origin) {
     c.qk_norm = true;
     c.clip_qkv = get_num(j, "clip_qkv", 0.0, o);
     if (c.clip_qkv < 0) fail_file(o, "key 'clip_qkv' must be positive");
+  } else if (mt == "moeforge") {
+    parse_moeforge(j, o, c);
+    return c;
   } else if (mt == "gpt2") {
     c.family = Family::gpt2;
     c.vocab_size = require_int(j, "vocab_size", o);
@@ -383,6 +490,20 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
     const std::string f = p + c.ffn_module_name() + ".";
     if (!c.layer_is_moe(l)) {
       add_swiglu(v, f, h, c.intermediate_size, "gate_proj", "up_proj", "down_proj", c.mlp_bias);
+    } else if (c.family == Family::moeforge) {
+      const int64_t E = c.num_experts;
+      if (c.router.type == "linear") {
+        add(v, f + "router.weight", {E, h});
+      } else if (c.router.type == "mlp") {
+        add(v, f + "router.0.weight", {E, h});
+        add(v, f + "router.2.weight", {E, E});
+      }  // avgk: the gate is computed from the experts
+      const std::vector<int64_t> widths = c.layer_expert_widths(l);
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string ep = f + "experts." + std::to_string(e) + ".";
+        add_swiglu(v, ep, h, widths[e], "gate_proj", "up_proj", "down_proj", false);
+        add(v, ep + "neurons", {widths[e]}, /*required=*/false);
+      }
     } else {
       add(v, f + "gate.weight", {c.num_experts, h});
       const bool mixtral = c.family == Family::mixtral;
@@ -458,13 +579,47 @@ int64_t total_parameters(const ModelConfig& c) {
   return n;
 }
 
+namespace {
+// Routed-expert parameters of MoE layer l, per expert (SwiGLU, no biases), sorted ascending.
+std::vector<int64_t> sorted_expert_params(const ModelConfig& c, int64_t l) {
+  std::vector<int64_t> p;
+  for (int64_t w : c.layer_expert_widths(l)) p.push_back(3 * c.hidden_size * w);
+  std::sort(p.begin(), p.end());
+  return p;
+}
+int64_t sum_range(const std::vector<int64_t>& v, size_t from, size_t to) {
+  int64_t s = 0;
+  for (size_t i = from; i < to; ++i) s += v[i];
+  return s;
+}
+}  // namespace
+
 int64_t active_parameters_per_token(const ModelConfig& c) {
   int64_t n = total_parameters(c);
   if (!c.is_moe()) return n;
-  const int64_t per_expert = 3 * c.hidden_size * c.moe_intermediate_size;
-  for (int64_t l = 0; l < c.num_layers; ++l)
-    if (c.layer_is_moe(l)) n -= (c.num_experts - c.num_experts_per_tok) * per_expert;
+  const int64_t E = c.num_experts, k = c.num_experts_per_tok;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe(l)) continue;
+    const int64_t all = sum_range(sorted_expert_params(c, l), 0, static_cast<size_t>(E));
+    n -= all - all * k / E;  // exact for equal widths; the uniform-routing expectation otherwise
+  }
   return n;
+}
+
+ActiveParameterRange active_parameter_range(const ModelConfig& c) {
+  ActiveParameterRange r{total_parameters(c), total_parameters(c)};
+  if (!c.is_moe()) return r;
+  const size_t E = static_cast<size_t>(c.num_experts), k = static_cast<size_t>(c.num_experts_per_tok);
+  const bool variable_k = c.family == Family::moeforge && c.router.selection != "top_k";
+  const size_t kmin = variable_k ? 1 : k;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe(l)) continue;
+    const auto p = sorted_expert_params(c, l);
+    const int64_t all = sum_range(p, 0, E);
+    r.min -= all - sum_range(p, 0, kmin);
+    r.max -= all - sum_range(p, E - k, E);
+  }
+  return r;
 }
 
 }  // namespace mf

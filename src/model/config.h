@@ -13,10 +13,11 @@ namespace mf {
 
 // Architectures the runtime implements. Llama-type = Llama, Mistral, Qwen2 (and SmolLM, which
 // is a Llama checkpoint); they share one graph with switches.
-enum class Family { llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe };
+// moeforge: a dense→MoE split of a Llama-type model (docs/format.md "moeforge MoE models").
+enum class Family { llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe, moeforge };
 
 const char* family_name(Family f);
-// "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe"
+// "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe, moeforge"
 std::string supported_model_types();
 
 struct RopeScaling {
@@ -26,6 +27,18 @@ struct RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+};
+
+// The `router` object of a moeforge config (docs/format.md): strings as written in config.json.
+struct MoeforgeRouter {
+  std::string type = "linear";      // linear | mlp | avgk
+  std::string score = "softmax";    // softmax | sigmoid
+  std::string selection = "top_k";  // top_k | top_p | dynk_max
+  std::string gate = "unit";        // unit | renorm | prob | ones
+  double top_p = 0.8;
+  double dynk_tau = 0.5;
+  std::string aux_loss = "hemoe";   // hemoe | switch | none
+  double aux_loss_coef = 5e-4;
 };
 
 struct ModelConfig {
@@ -70,14 +83,21 @@ struct ModelConfig {
   // OLMoE
   bool qk_norm = false;   // RMSNorm over the full q / k projection width
   double clip_qkv = 0.0;  // 0 = off
+  // moeforge (family == Family::moeforge; everything else follows base_family)
+  Family base_family = Family::llama;   // llama | mistral | qwen2
+  std::vector<int64_t> moe_layers;       // ascending layer indices with an MoE FFN
+  std::vector<std::vector<int64_t>> expert_sizes;  // [moe layer][expert] widths, moe_layers order
+  MoeforgeRouter router;
 
   json raw;  // the whole config.json as read
 
   bool is_moe() const { return num_experts > 0; }
   // Whether layer `l` has a routed MoE block (Qwen2-MoE: decoder_sparse_step / mlp_only_layers).
   bool layer_is_moe(int64_t l) const;
-  // Width of the routed experts.
+  // Width of the routed experts (homogeneous families).
   int64_t expert_intermediate_size() const { return moe_intermediate_size; }
+  // Widths of the routed experts of MoE layer `l` (every family; moeforge: expert_sizes).
+  std::vector<int64_t> layer_expert_widths(int64_t l) const;
   // Sliding window in effect at layer `l` (0 = full causal attention).
   int64_t layer_sliding_window(int64_t l) const;
   // Name of the FFN module in tensor names: "mlp" or (Mixtral) "block_sparse_moe".
@@ -118,8 +138,17 @@ void validate_tensors(const ModelConfig& cfg, const std::map<std::string, std::v
 
 int64_t total_parameters(const ModelConfig& cfg);
 // Parameters a single token touches in a forward pass (routed experts: only the top-k ones;
-// embeddings counted once, as the rows a token reads plus the output projection).
+// embeddings counted once, as the rows a token reads plus the output projection). With
+// experts of different widths (moeforge) this is the expectation under uniform routing:
+// k/E × (sum of the layer's expert parameters) per MoE layer; active_parameter_range gives
+// the extremes.
 int64_t active_parameters_per_token(const ModelConfig& cfg);
+// Fewest / most parameters a token can touch: per MoE layer the narrowest expert (top_p /
+// dynk_max may select just one; top_k: the k narrowest) and the k widest experts.
+struct ActiveParameterRange {
+  int64_t min = 0, max = 0;
+};
+ActiveParameterRange active_parameter_range(const ModelConfig& cfg);
 
 std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
 

@@ -1,12 +1,13 @@
 // The Llama graph: Llama-2/3/3.2 (rope_scaling llama3, tied embeddings), SmolLM (a Llama
 // checkpoint), Mistral (sliding window), Qwen2/2.5 (q/k/v biases, optional sliding window),
-// and — with their FFN swapped for a routed MoE block — Mixtral, Qwen2-MoE and OLMoE (see
-// mixtral.cpp, qwen2_moe.cpp, olmoe.cpp). Differences are config switches (ModelConfig).
+// and — with their FFN swapped for a routed MoE block (moe_ffn.h) — Mixtral, Qwen2-MoE, OLMoE
+// and moeforge splits (see mixtral.cpp, qwen2_moe.cpp, olmoe.cpp, moeforge_moe.cpp).
+// Differences are config switches (ModelConfig).
 //
 // Per layer: h += attn(input_layernorm(h)); h += ffn(post_attention_layernorm(h)).
 #include "model/layers.h"
 #include "model/model.h"
-#include "model/moe_block.h"
+#include "model/moe_ffn.h"
 #include "util/error.h"
 
 namespace mf {
@@ -18,9 +19,10 @@ struct DecoderLayer : torch::nn::Module {
     const std::string ffn_name = cfg.ffn_module_name();
     if (cfg.layer_is_moe(l)) {
       switch (cfg.family) {
-        case Family::mixtral: moe = make_mixtral_moe(cfg); break;
-        case Family::qwen2_moe: moe = make_qwen2_moe(cfg); break;
-        case Family::olmoe: moe = make_olmoe_moe(cfg); break;
+        case Family::mixtral: moe = make_mixtral_ffn(cfg, l); break;
+        case Family::qwen2_moe: moe = make_qwen2_moe_ffn(cfg, l); break;
+        case Family::olmoe: moe = make_olmoe_ffn(cfg, l); break;
+        case Family::moeforge: moe = make_moeforge_ffn(cfg, l); break;
         default: fail(cfg.origin + ": model_type " + cfg.model_type + " has no MoE block");
       }
       register_module(ffn_name, moe);
@@ -49,7 +51,7 @@ struct DecoderLayer : torch::nn::Module {
   int layer;
   std::shared_ptr<Attention> self_attn;
   std::shared_ptr<GatedMLP> mlp;
-  std::shared_ptr<MoeBlock> moe;
+  std::shared_ptr<MoeFFN> moe;
   std::shared_ptr<RMSNorm> input_layernorm, post_attention_layernorm;
 };
 
@@ -90,6 +92,18 @@ class LlamaModel : public Model {
     for (auto& layer : model->layers) h = layer->forward(h, st);
     if (cache) cache->commit(st.seq);
     return model->norm->forward(h);
+  }
+
+  void after_optimizer_step() override {
+    for (auto& layer : model->layers)
+      if (layer->moe) layer->moe->after_optimizer_step();
+  }
+
+  std::vector<MoeLayerStats> moe_stats() const override {
+    std::vector<MoeLayerStats> v;
+    for (const auto& layer : model->layers)
+      if (layer->moe) v.push_back(layer->moe->last_stats());
+    return v;
   }
 
   at::Tensor lm_head(const at::Tensor& hidden) override {

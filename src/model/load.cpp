@@ -32,6 +32,12 @@ std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
       at::Tensor t = ck.get(src, options.dtype);
       p.value().set_data(t.to(options.device).contiguous());
     }
+    // Optional non-parameter tensors (moeforge neuron indices) travel along unchanged.
+    auto params = model->named_parameters();
+    for (const auto& spec : expected_tensors(cfg)) {
+      auto it = stored.find(spec.name);
+      if (it != stored.end() && !params.contains(spec.name)) model->extra_tensors()[spec.name] = ck.get(it->second).clone();
+    }
   }
   model->eval();
   log_debug("loaded ", cfg.model_type, " from ", dir, ": ", total_parameters(cfg), " parameters");

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include "model/layers.h"
+#include "model/moe_ffn.h"
 #include "util/error.h"
 #include "util/str.h"
 
@@ -50,8 +51,16 @@ std::vector<std::pair<std::string, at::Tensor>> Model::hf_tensors() {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& spec : expected_tensors(cfg_)) {
     if (const at::Tensor* t = params.find(spec.name)) out.emplace_back(spec.name, t->detach());
+    else if (auto it = extra_tensors_.find(spec.name); it != extra_tensors_.end()) out.emplace_back(spec.name, it->second);
   }
   return out;
+}
+
+std::vector<MoeLayerStats> Model::moe_stats() const { return {}; }
+
+bool is_router_parameter(const std::string& name) {
+  return name.find(".mlp.router.") != std::string::npos || ends_with(name, ".mlp.gate.weight") ||
+         ends_with(name, ".block_sparse_moe.gate.weight");
 }
 
 void Model::set_weights(const std::function<at::Tensor(const std::string&)>& get) {

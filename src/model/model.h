@@ -10,6 +10,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -20,6 +21,8 @@
 #include "model/kv_cache.h"
 
 namespace mf {
+
+struct MoeLayerStats;  // model/moe_ffn.h
 
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // kFloat or kBFloat16 (kHalf on CUDA)
@@ -61,12 +64,28 @@ class Model : public torch::nn::Module {
   // Random weights (N(0, std), norms around 1), deterministic in `seed`.
   void init_random(uint64_t seed, double std = 0.02);
 
+  // MoE models (docs/moe.md). Call after every optimizer step: refreshes what is derived from
+  // expert weights (EMoE avg-k gates). A no-op for dense models.
+  virtual void after_optimizer_step() {}
+  // Per MoE layer, what the last forward did: tokens per expert, activated-FFN fraction.
+  virtual std::vector<MoeLayerStats> moe_stats() const;
+
+  // Checkpoint tensors that are not parameters, kept for round trips (moeforge's I32
+  // `mlp.experts.{e}.neurons` provenance). Loaded by load(), written by hf_tensors().
+  std::map<std::string, at::Tensor>& extra_tensors() { return extra_tensors_; }
+
  protected:
   explicit Model(ModelConfig cfg) : cfg_(std::move(cfg)) {}
   Hooks* active_hooks() { return hooks_.empty() ? nullptr : &hooks_; }
   ModelConfig cfg_;
   Hooks hooks_;
+  std::map<std::string, at::Tensor> extra_tensors_;
 };
+
+// Whether a parameter name belongs to an MoE router: moeforge `.mlp.router.`, Qwen2-MoE /
+// OLMoE `.mlp.gate.weight`, Mixtral `.block_sparse_moe.gate.weight`. Router-only training
+// freezes every parameter for which this is false.
+bool is_router_parameter(const std::string& name);
 
 // Family builders (one file each).
 std::shared_ptr<Model> build_llama_family(const ModelConfig& cfg);  // llama.cpp: Llama/Mistral/Qwen2 graph + MoE variants

@@ -101,11 +101,14 @@ int64_t ExpertBankImpl::expert_params(int64_t e) const {
   return nin * f * dim_ + dim_ * f + (has_b_in_ ? nin * f : 0) + (has_b_out_ ? dim_ : 0);
 }
 
-at::Tensor ExpertBankImpl::forward_expert(int64_t e, const at::Tensor& x) const {
+at::Tensor ExpertBankImpl::forward_hidden(int64_t e, const at::Tensor& x) const {
   const int64_t f = widths_[e];
   at::Tensor h = at::linear(x, w_in(e), b_in(e));
-  at::Tensor a = gated_ ? apply_act(h.narrow(1, 0, f), act_) * h.narrow(1, f, f) : apply_act(h, act_);
-  return at::linear(a, w_out(e), b_out(e));
+  return gated_ ? apply_act(h.narrow(1, 0, f), act_) * h.narrow(1, f, f) : apply_act(h, act_);
+}
+
+at::Tensor ExpertBankImpl::forward_output(int64_t e, const at::Tensor& hidden) const {
+  return at::linear(hidden, w_out(e), b_out(e));
 }
 
 void ExpertBankImpl::forward_expert_into(int64_t e, const at::Tensor& x, at::Tensor out) const {

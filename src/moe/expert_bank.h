@@ -44,7 +44,11 @@ class ExpertBankImpl : public torch::nn::Module {
   int64_t expert_params(int64_t e) const;
 
   // Expert e on x [n, d] with generic libtorch ops (autograd-capable); returns [n, d].
-  at::Tensor forward_expert(int64_t e, const at::Tensor& x) const;
+  at::Tensor forward_expert(int64_t e, const at::Tensor& x) const { return forward_output(e, forward_hidden(e, x)); }
+  // The two halves of forward_expert, for observers of the intermediate activation:
+  // hidden = act(G x + b) * (U x + b) (or act(W1 x + b1)) [n, f_e]; output = W2 hidden + b2 [n, d].
+  at::Tensor forward_hidden(int64_t e, const at::Tensor& x) const;
+  at::Tensor forward_output(int64_t e, const at::Tensor& hidden) const;
   // Inference (no autograd): writes expert e of x [n, d] into out [n, d] with out-variant GEMMs.
   void forward_expert_into(int64_t e, const at::Tensor& x, at::Tensor out) const;
 

@@ -28,7 +28,8 @@ void MoELayerImpl::set_shared_expert(ExpertBank shared, const at::Tensor& gate_w
   shared_ = register_module("shared_expert", std::move(shared));
   if (gate_weight.defined()) {
     if (gate_weight.numel() != dim()) fail(cat("MoE layer: shared expert gate must be [1, ", dim(), "]"));
-    shared_gate_w_ = register_parameter("shared_expert_gate", gate_weight.detach().reshape({1, dim()}).clone());
+    // A copy, but not detached: a caller's differentiable weight still receives gradients.
+    shared_gate_w_ = register_parameter("shared_expert_gate", gate_weight.reshape({1, dim()}).clone());
   }
 }
 
@@ -38,12 +39,16 @@ void MoELayerImpl::to_dtype(at::ScalarType dtype) {
   if (shared_gate_w_.defined()) shared_gate_w_.set_data(shared_gate_w_.data().to(dtype));
 }
 
-MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in) {
+MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks* cb) {
   const int64_t d = dim();
   if (x_in.size(-1) != d) fail(cat("MoE layer: input width ", x_in.size(-1), ", expected ", d));
   const at::Tensor x = x_in.reshape({-1, d});
   MoEOutput o;
   o.route = router_->route(x, is_training());
+  if (cb && cb->router_logits) {
+    const at::Tensor l = cb->router_logits(o.route.logits);
+    if (!l.is_same(o.route.logits)) o.route = router_->rescore(l);
+  }
   at::Tensor prio;
   if (opt_.capacity.priority == Priority::BatchPrioritized) prio = std::get<0>(o.route.probs.detach().max(1));
   o.plan = build_routing_plan(o.route.idx, num_experts(), opt_.capacity, prio, router_->selection().k);
@@ -59,14 +64,23 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in) {
   const bool grad = at::GradMode::is_enabled();
   const at::ScalarType wd = experts_->dtype();
   const bool fusable = (wd == at::kBFloat16 || wd == at::kFloat) && (!shared_ || shared_->dtype() == wd);
-  if (!grad && fusable && x.size(0) <= opt_.small_batch_tokens) {
+  const bool observed = cb && cb->per_expert();
+  if (!grad && !observed && fusable && x.size(0) <= opt_.small_batch_tokens) {
     y = run_fused(x, o, static_cast<bool>(shared_), sg);
     o.y = y.reshape(x_in.sizes());
     return o;
   }
-  y = grad ? run_autograd(x, o) : run_grouped(x, o);
+  y = grad || observed ? run_autograd(x, o, observed ? cb : nullptr) : run_grouped(x, o);
   if (shared_) {
-    at::Tensor s = shared_->forward_expert(0, x.to(shared_->dtype()));
+    at::Tensor s;
+    if (observed) {
+      at::Tensor h = shared_->forward_hidden(0, x.to(shared_->dtype()));
+      if (cb->expert_hidden) h = cb->expert_hidden(-1, h, {});
+      s = shared_->forward_output(0, h);
+      if (cb->expert_output) s = cb->expert_output(-1, s, {});
+    } else {
+      s = shared_->forward_expert(0, x.to(shared_->dtype()));
+    }
     if (sg.defined()) s = s.to(sg.scalar_type()) * sg;
     y = y + s.to(y.scalar_type());
   }
@@ -74,13 +88,23 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in) {
   return o;
 }
 
-at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o) {
+at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o, const MoECallbacks* cb) {
   const RoutingPlan& p = o.plan;
   const at::Tensor xs = gather_rows(x.to(experts_->dtype()), p);
   std::vector<at::Tensor> outs;
   for (int64_t e = 0; e < num_experts(); ++e) {
     if (p.counts[e] == 0) continue;
-    outs.push_back(experts_->forward_expert(e, xs.narrow(0, p.offsets[e], p.counts[e])));
+    const at::Tensor xe = xs.narrow(0, p.offsets[e], p.counts[e]);
+    if (!cb) {
+      outs.push_back(experts_->forward_expert(e, xe));
+      continue;
+    }
+    const at::Tensor tokens = p.row_token.narrow(0, p.offsets[e], p.counts[e]);
+    at::Tensor h = experts_->forward_hidden(e, xe);
+    if (cb->expert_hidden) h = cb->expert_hidden(e, h, tokens);
+    at::Tensor y = experts_->forward_output(e, h);
+    if (cb->expert_output) y = cb->expert_output(e, y, tokens);
+    outs.push_back(y);
   }
   const at::Tensor ys = outs.empty() ? at::zeros({0, dim()}, xs.options()) : at::cat(outs, 0);
   const at::Tensor g = o.route.gates.reshape({-1}).index_select(0, p.row_slot);

@@ -32,16 +32,31 @@ struct MoEOutput {
   at::Tensor shared_gate;   // [T, 1] sigmoid gate of the shared expert (undefined without one)
 };
 
+// Observation points of one forward (the runtime's hooks, model/hooks.h). Each callback
+// returns the tensor the layer continues with: its argument, or a replacement of the same
+// shape. `expert` is -1 for the shared expert; `tokens` (int64 [n]) are the rows of x the
+// expert processed (undefined for the shared expert: every row). With expert_hidden or
+// expert_output set, the layer runs its generic per-expert path (autograd-capable).
+struct MoECallbacks {
+  std::function<at::Tensor(const at::Tensor& logits)> router_logits;  // [T, E] fp32
+  std::function<at::Tensor(int64_t expert, const at::Tensor& hidden, const at::Tensor& tokens)>
+      expert_hidden;  // [n, f_e]: act(G x) * (U x)
+  std::function<at::Tensor(int64_t expert, const at::Tensor& y, const at::Tensor& tokens)>
+      expert_output;  // [n, d], before the combine weight
+  bool per_expert() const { return static_cast<bool>(expert_hidden) || static_cast<bool>(expert_output); }
+};
+
 class MoELayerImpl : public torch::nn::Module {
  public:
   MoELayerImpl(ExpertBank experts, Router router, MoELayerOptions opt = {});
 
   // Qwen2-MoE shared expert: bank with one expert, gate_weight [1, d] (undefined = ungated).
+  // gate_weight is copied differentiably (gradients flow back to it when it requires grad).
   void set_shared_expert(ExpertBank shared, const at::Tensor& gate_weight);
 
   // x [..., d] -> y [..., d].
   at::Tensor forward(const at::Tensor& x) { return forward_full(x).y; }
-  MoEOutput forward_full(const at::Tensor& x);
+  MoEOutput forward_full(const at::Tensor& x, const MoECallbacks* callbacks = nullptr);
 
   // Telemetry of one forward (mask [T] optional).
   MoETelemetry telemetry(const MoEOutput& out, const at::Tensor& mask = {}) const;
@@ -59,7 +74,7 @@ class MoELayerImpl : public torch::nn::Module {
   void to_dtype(at::ScalarType dtype);
 
  private:
-  at::Tensor run_autograd(const at::Tensor& x, const MoEOutput& o);
+  at::Tensor run_autograd(const at::Tensor& x, const MoEOutput& o, const MoECallbacks* cb);
   at::Tensor run_grouped(const at::Tensor& x, const MoEOutput& o);
   at::Tensor run_fused(const at::Tensor& x, const MoEOutput& o, bool with_shared, const at::Tensor& shared_gate);
 

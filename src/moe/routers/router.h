@@ -33,6 +33,9 @@ class RouterImpl : public torch::nn::Module {
 
   // x: [T, d] any floating dtype.
   virtual RouterOutput route(const at::Tensor& x, bool training) = 0;
+  // Scores, selection and gates for given logits [T, E] (e.g. logits an observer replaced);
+  // no noise is added.
+  RouterOutput rescore(const at::Tensor& logits) const { return finish(logits, false); }
   // Hook called by the trainer after every optimizer step (EMoE avg-k gate refresh).
   virtual void after_optimizer_step(const ExpertBankImpl& bank) {}
   virtual const char* kind() const = 0;
