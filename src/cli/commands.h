@@ -24,6 +24,7 @@ void add_generate_command(CLI::App& app, const GlobalOptions& globals);
 void add_perplexity_command(CLI::App& app, const GlobalOptions& globals);
 void add_eval_command(CLI::App& app, const GlobalOptions& globals);
 void add_train_command(CLI::App& app, const GlobalOptions& globals);
+void add_split_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_info_command(app, globals);
@@ -34,6 +35,7 @@ inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_perplexity_command(app, globals);
   add_eval_command(app, globals);
   add_train_command(app, globals);
+  add_split_command(app, globals);
 }
 
 }  // namespace mf::cli
