@@ -27,6 +27,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals);
 void add_convert_command(CLI::App& app, const GlobalOptions& globals);
 void add_quickstart_command(CLI::App& app, const GlobalOptions& globals);
 void add_profile_command(CLI::App& app, const GlobalOptions& globals);
+void add_split_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_info_command(app, globals);
@@ -40,6 +41,7 @@ inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_convert_command(app, globals);
   add_quickstart_command(app, globals);
   add_profile_command(app, globals);
+  add_split_command(app, globals);
 }
 
 }  // namespace mf::cli
