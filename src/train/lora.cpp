@@ -41,7 +41,7 @@ LoraAdapters::LoraAdapters(torch::nn::Module& model, const LoraOptions& options)
   const double scale = opt_.alpha / static_cast<double>(opt_.r);
   auto list = register_module("adapters", torch::nn::ModuleList());
   Rng rng(opt_.seed);
-  for (const auto& item : model.named_modules()) {
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     auto lin = std::dynamic_pointer_cast<Linear>(item.value());
     if (!lin || !name_matches(item.key(), opt_.targets)) continue;
     if (lin->adapter) fail("lora: module '" + item.key() + "' already has an adapter");
