@@ -1,5 +1,6 @@
 // moeforge train --recipe pretrain --config FILE: a Llama model of any size from a config,
-// trained from scratch on JSONL documents (docs/training.md).
+// trained from scratch on JSONL documents; moeforge train MODEL --recipe router --config FILE:
+// routers (+ LoRA) of an MoE model fine-tuned with experts frozen (docs/training.md).
 #include <iostream>
 
 #include "cli/commands.h"
@@ -7,6 +8,7 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/pretrain.h"
+#include "train/router_recipe.h"
 #include "util/error.h"
 #include "util/json.h"
 
@@ -14,15 +16,37 @@ namespace mf::cli {
 
 void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
-    std::string recipe, config, output, json_out;
+    std::string model, recipe, config, output, json_out;
   };
   auto opts = std::make_shared<Opts>();
-  CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain)");
-  cmd->add_option("--recipe", opts->recipe, "Training recipe")->required()->check(CLI::IsMember({"pretrain"}));
+  CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router)");
+  cmd->add_option("model", opts->model, "Model directory to fine-tune (recipe router; overrides the config's 'model')");
+  cmd->add_option("--recipe", opts->recipe, "Training recipe")->required()->check(CLI::IsMember({"pretrain", "router"}));
   cmd->add_option("--config", opts->config, "Recipe config file (JSON, docs/training.md)")->required();
   cmd->add_option("--output", opts->output, "Run directory (overrides training.output_dir)");
   cmd->add_option("--json", opts->json_out, "Write the result record as JSON to this file");
   cmd->callback([opts, &globals]() {
+    if (opts->recipe == "router") {
+      RouterRecipeConfig cfg = load_router_config(opts->config);
+      if (!opts->model.empty()) cfg.model_dir = opts->model;
+      if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
+      cfg.trainer.progress = !globals.quiet;
+      RouterRecipeResult r = run_router_recipe(cfg);
+      json out = {{"steps", r.train.steps},
+                  {"final_loss", r.train.last_loss},
+                  {"tokens_per_s", r.train.tokens_per_s},
+                  {"val_loss", r.train.val_loss},
+                  {"router_params", r.trainable_router_params},
+                  {"lora_params", r.lora_params},
+                  {"output", r.final_dir}};
+      for (const auto& [layer, fit] : r.mlp_fits)
+        out["mlp_router"].push_back({{"layer", layer}, {"recall_before", fit.recall_before},
+                                     {"recall_after", fit.recall_after}, {"best_epoch", fit.best_epoch}});
+      if (!opts->json_out.empty()) write_json_file(opts->json_out, out);
+      std::cout << out.dump(2) << "\n";
+      return;
+    }
+    if (!opts->model.empty()) throw UsageError("the pretrain recipe takes no MODEL argument");
     PretrainConfig cfg = load_pretrain_config(opts->config);
     if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
     cfg.trainer.progress = !globals.quiet;

@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,14 @@ namespace mf {
 // y = x W^T + b, W [out, in] (nn.Linear layout).
 struct Linear : torch::nn::Module {
   Linear(int64_t in, int64_t out, bool bias);
-  at::Tensor forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+  at::Tensor forward(const at::Tensor& x) const {
+    at::Tensor y = at::linear(x, weight, bias);
+    return adapter ? y + adapter(x) : y;
+  }
   at::Tensor weight, bias;
+  // Optional additive path y += adapter(x) (LoRA, src/train/lora.h). Not a registered
+  // submodule, so the module's parameter names stay the checkpoint's.
+  std::function<at::Tensor(const at::Tensor&)> adapter;
 };
 
 // GPT-2's Conv1D: y = x W + b with W stored [in, out].

@@ -83,6 +83,18 @@ PackedSequences::PackedSequences(std::vector<int32_t> stream, int64_t seq_len)
   if (seq_len <= 0) fail("seq_len must be positive");
   const int64_t n = static_cast<int64_t>(stream_.size());
   num_windows_ = n > seq_len ? (n - 1) / seq_len : 0;
+  stride_ = seq_len;
+}
+
+PackedSequences PackedSequences::from_rows(std::vector<int32_t> rows, int64_t seq_len) {
+  if (seq_len <= 0) fail("seq_len must be positive");
+  if (rows.size() % static_cast<size_t>(seq_len + 1) != 0) fail("rows: token count is not a multiple of seq_len + 1");
+  PackedSequences p;
+  p.stream_ = std::move(rows);
+  p.seq_len_ = seq_len;
+  p.stride_ = seq_len + 1;
+  p.num_windows_ = static_cast<int64_t>(p.stream_.size()) / (seq_len + 1);
+  return p;
 }
 
 int32_t PackedSequences::max_token() const {
@@ -96,7 +108,7 @@ at::Tensor PackedSequences::windows(const std::vector<int64_t>& indices) const {
   for (size_t b = 0; b < indices.size(); ++b) {
     const int64_t i = indices[b];
     if (i < 0 || i >= num_windows_) fail(cat("window index ", i, " out of range [0, ", num_windows_, ")"));
-    const int32_t* src = stream_.data() + i * seq_len_;
+    const int32_t* src = stream_.data() + i * stride_;
     for (int64_t t = 0; t < w; ++t) dst[b * w + t] = src[t];
   }
   return out;

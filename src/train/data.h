@@ -39,6 +39,9 @@ class PackedSequences {
  public:
   PackedSequences() = default;
   PackedSequences(std::vector<int32_t> stream, int64_t seq_len);
+  // Independent rows instead of a packed stream: `rows` holds n * (seq_len + 1) tokens, row i
+  // is window i (no shared token). For data that is not packed (one example per sequence).
+  static PackedSequences from_rows(std::vector<int32_t> rows, int64_t seq_len);
 
   int64_t size() const { return num_windows_; }
   int64_t seq_len() const { return seq_len_; }
@@ -50,6 +53,7 @@ class PackedSequences {
  private:
   std::vector<int32_t> stream_;
   int64_t seq_len_ = 0, num_windows_ = 0;
+  int64_t stride_ = 0;  // tokens between window starts: seq_len (packed) or seq_len + 1 (rows)
 };
 
 // Where a ShuffledBatches iterator stands: the epoch and the next index into its permutation.

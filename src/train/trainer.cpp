@@ -264,6 +264,7 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     const double grad_norm = clip_grad_norm(optimizer.params(), options.clip);
     optimizer.step(lr);
     ++step;
+    if (options.after_step) options.after_step(step);
     tokens_seen += tokens_per_step;
     tokens_this_run += tokens_per_step;
     const double dt = seconds_since(t0);
@@ -275,6 +276,8 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
                  {"grad_norm", grad_norm},
                  {"tokens", tokens_seen},
                  {"tokens_per_s", dt > 0 ? tokens_per_step / dt : 0.0}};
+    if (options.step_metrics)
+      for (const auto& [k, v] : options.step_metrics()) line[k] = v;
     const bool last = step == options.max_steps;
     if ((options.eval_every > 0 && step % options.eval_every == 0) || last) {
       if (!validation.empty()) {

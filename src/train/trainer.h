@@ -35,6 +35,11 @@ struct TrainerOptions {
   std::string out_dir;                    // checkpoints/, metrics.jsonl
   bool resume = true;                     // continue from the newest checkpoint in out_dir
   bool progress = true;
+  // Called after every optimizer step with the completed step count (EMoE avg-k gate refresh).
+  std::function<void(int64_t step)> after_step;
+  // Extra fields for the step's metrics line (e.g. a recipe's loss components), called once per
+  // step after the micro-batches; keys must not clash with the loop's own.
+  std::function<std::map<std::string, double>()> step_metrics;
   // Testing aid that simulates a kill: stop right after this step without the final
   // checkpoint (-1: off).
   int64_t stop_after_step = -1;
