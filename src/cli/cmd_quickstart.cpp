@@ -3,10 +3,12 @@
 // before it runs): profile -> every split method -> router training -> evaluation, then the
 // paper-style table (method x task, average, activated-FFN fraction), dense first.
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "cli/commands.h"
 #include "model/model.h"
+#include "model/moe_ffn.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -45,38 +47,25 @@ void run_moeforge(const std::vector<std::string>& args, const GlobalOptions& glo
 }
 
 // Mean fraction of the FFN neurons a token activates, over every layer of the model (dense
-// layers count fully), measured on `texts` with the router_logits hooks: a token's MoE layer
-// uses the widths of its top-k experts. 1 for a dense model.
+// layers count fully), measured on `texts` with the runtime's MoE telemetry. 1 for a dense model.
 double activated_ffn_fraction(const std::string& model_dir, const std::vector<std::string>& texts) {
   auto model = Model::load(model_dir);
-  const json& raw = model->config().raw;
-  if (raw.value("model_type", "") != "moeforge") return 1.0;
-  const int64_t layers = model->config().num_layers;
-  const double width = raw.at("intermediate_size").get<double>();
-  const int64_t k = raw.at("num_experts_per_tok").get<int64_t>();
-  const auto moe_layers = raw.at("moe_layers").get<std::vector<int64_t>>();
-  const auto sizes = raw.at("expert_sizes").get<std::vector<std::vector<int64_t>>>();
-  std::map<int64_t, std::vector<int64_t>> sizes_of;
-  for (size_t i = 0; i < moe_layers.size(); ++i) sizes_of[moe_layers[i]] = sizes.at(i);
-
-  double active_sum = 0;  // Σ over (token, MoE layer) of the active fraction
-  int64_t tokens = 0;
-  model->hooks().add(HookPoint::router_logits, [&](HookEvent& ev) {
-    at::Tensor idx = std::get<1>(ev.tensor.topk(k, -1));
-    at::Tensor w = at::tensor(sizes_of.at(ev.layer), at::kLong).index({idx}).sum(-1).to(at::kDouble);
-    if (ev.valid.defined()) w = w.masked_select(ev.valid);
-    active_sum += w.sum().item<double>() / width;
-  });
   auto tok = Tokenizer::load(model_dir);
+  const double layers = static_cast<double>(model->config().num_layers);
+  std::map<int, std::pair<double, int64_t>> per_layer;  // layer -> (Σ tokens·fraction, tokens)
   torch::NoGradGuard no_grad;
   for (const auto& t : texts) {
     std::vector<int32_t> ids = tok->encode(t, true);
     if (ids.size() > 256) ids.resize(256);
     model->forward_hidden(at::tensor(ids, at::kInt).to(at::kLong).unsqueeze(0));
-    tokens += static_cast<int64_t>(ids.size());
+    for (const auto& s : model->moe_stats()) {
+      per_layer[s.layer].first += s.active_ffn_fraction * static_cast<double>(s.tokens);
+      per_layer[s.layer].second += s.tokens;
+    }
   }
-  const double moe = static_cast<double>(moe_layers.size());
-  return ((layers - moe) + active_sum / std::max<int64_t>(tokens, 1)) / static_cast<double>(layers);
+  double total = layers - static_cast<double>(per_layer.size());
+  for (const auto& [layer, acc] : per_layer) total += acc.first / static_cast<double>(std::max<int64_t>(acc.second, 1));
+  return total / layers;
 }
 
 std::vector<std::string> first_texts(const std::string& jsonl, size_t n) {
@@ -161,6 +150,16 @@ void add_quickstart_command(CLI::App& app, const GlobalOptions& globals) {
       run_moeforge(args, globals);
     };
     const std::vector<std::string> texts = first_texts(a->data_dir + "/validation.jsonl", 32);
+    // HEMoE's router recipe (routers + LoRA r=8 on q,k,v,o, experts frozen, balance loss 5e-4) on
+    // the corpus itself, shortened to --router-steps with a higher peak lr so it moves in minutes.
+    const std::string router_config = path_join(a->out, "router-config.json");
+    write_json_file(router_config,
+                    {{"training",
+                      {{"seq_len", 256}, {"batch_size", 8}, {"max_steps", a->router_steps}, {"lr", 2e-3},
+                       {"min_lr", 2e-4}, {"save_every", 0}, {"eval_every", 0}, {"eval_batches", 2},
+                       {"train_data", std::filesystem::absolute(a->data_dir + "/train.jsonl").string()},
+                       {"validation_data", std::filesystem::absolute(a->data_dir + "/validation.jsonl").string()}}},
+                     {"lora", {{"enabled", true}}}});
 
     std::vector<Row> rows;
     eval(a->model, path_join(a->out, "dense-eval.json"));
@@ -181,11 +180,10 @@ void add_quickstart_command(CLI::App& app, const GlobalOptions& globals) {
       run_moeforge(split_args, globals);
       std::string model = path_join(dir, "moe");
       if (!a->skip_training) {
-        run_moeforge({"train", model, "--recipe", "router", "--data", a->data_dir + "/train.jsonl", "--validation",
-                      a->data_dir + "/validation.jsonl", "--steps", std::to_string(a->router_steps), "--output",
-                      path_join(dir, "trained")},
+        run_moeforge({"train", model, "--recipe", "router", "--config", router_config, "--output",
+                      path_join(dir, "router-run")},
                      globals);
-        model = path_join(dir, "trained");
+        model = path_join(path_join(dir, "router-run"), "final");
       }
       eval(model, path_join(dir, "eval.json"));
       rows.push_back(read_row(method, path_join(dir, "eval.json"), activated_ffn_fraction(model, texts)));

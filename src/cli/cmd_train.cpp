@@ -66,6 +66,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     PretrainTokenizer pt;
     pt.encode = [&tok](const std::vector<std::string>& texts) { return tok->encode_batch(texts, true); };
     pt.eos_id = tok->eos_id();
+    pt.bos_id = tok->bos_id();
     pt.files_dir = cfg.tokenizer;
     TrainResult r = run_pretrain(cfg, make_model, pt);
     json out = {{"steps", r.steps}, {"final_loss", r.last_loss}, {"tokens_per_s", r.tokens_per_s},

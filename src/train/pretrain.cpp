@@ -196,7 +196,7 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
   AtomicDir dir(path_join(opt.out_dir, "final"));
   json cfg = config.model;
   cfg["torch_dtype"] = "float32";
-  if (!cfg.contains("bos_token_id")) cfg["bos_token_id"] = nullptr;
+  if (!cfg.contains("bos_token_id")) cfg["bos_token_id"] = tokenizer.bos_id >= 0 ? json(tokenizer.bos_id) : json(nullptr);
   cfg["eos_token_id"] = tokenizer.eos_id;
   write_json_file(path_join(dir.path(), "config.json"), cfg);
   std::vector<std::pair<std::string, at::Tensor>> tensors;

@@ -45,6 +45,7 @@ struct PretrainTokenizer {
   TokenizeBatchFn encode;   // adds BOS per document if the tokenizer is configured to
   int32_t eos_id = -1;
   std::string files_dir;    // its files are copied into the final model directory ("" = none)
+  int32_t bos_id = -1;      // written to config.json (null when the tokenizer has none)
 };
 
 // Seeds torch with config.trainer.seed, builds the model with `make_model` (so its

@@ -361,12 +361,7 @@ at::Tensor switch_layer_balance_loss(const at::Tensor& logits, const at::Tensor&
   return (f * P).sum() * (lambda * static_cast<double>(logits.size(1)));
 }
 
-bool is_router_param(const std::string& name) {
-  auto ends_with = [&](const std::string& suffix) {
-    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  return name.find(".mlp.router.") != std::string::npos || ends_with(".block_sparse_moe.gate.weight");
-}
+bool is_router_param(const std::string& name) { return is_router_parameter(name); }
 
 DecodedBatch decode_rows(const at::Tensor& windows) {
   const int64_t T = windows.size(1) - 1;
@@ -696,6 +691,8 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
     fired.clear();
     return loss;
   };
+  // EMoE avg-k gates follow the (possibly LoRA-adapted) experts after every update.
+  opt.after_step = [&](int64_t) { model->after_optimizer_step(); };
   opt.step_metrics = [&]() {
     std::map<std::string, double> m = {{"lm_loss", micro ? lm_sum / micro : 0.0},
                                        {"balance_loss", micro ? bal_sum / micro : 0.0}};
