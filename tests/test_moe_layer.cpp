@@ -9,6 +9,7 @@
 #include "moe/expert_bank.h"
 #include "moe/kernels.h"
 #include "moe/moe_layer.h"
+#include "util/compat.h"
 #include "moe/routers/avgk_router.h"
 #include "moe/routers/linear_router.h"
 #include "moe/routers/mlp_router.h"
@@ -301,6 +302,25 @@ TEST(MoeLayer, InferenceModeAndNoGradCallsMix) {
   }
   EXPECT_TRUE(at::equal(a, b));
   EXPECT_TRUE(at::equal(a, c));
+}
+
+TEST(MoeLayer, InferencePathsIgnoreCpuAutocast) {
+  // A bf16 trainer validates under CPU autocast with fp32 weights: the grouped and fused paths
+  // keep their own dtypes, so the result is the plain fp32 one, bit for bit.
+  torch::manual_seed(16);
+  const int64_t d = 16, E = 4;
+  MoELayer layer = make_mixtral_moe(at::randn({E, d}), expert_bank_from_stacked(at::randn({E, 8, d}), at::randn({E, 8, d}),
+                                                                                at::randn({E, d, 8})));
+  at::NoGradGuard ng;
+  for (int64_t tokens : {4, 40}) {
+    at::Tensor x = at::randn({tokens, d});
+    at::Tensor plain = layer->forward(x).clone(), mixed;
+    {
+      mf::CpuAutocast autocast(true, at::kBFloat16);
+      mixed = layer->forward(x);
+    }
+    EXPECT_TRUE(at::equal(plain, mixed)) << tokens;
+  }
 }
 
 TEST(MoeLayer, ExpertParallelGroupedPathMatchesSerial) {

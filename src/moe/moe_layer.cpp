@@ -3,9 +3,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "moe/autograd.h"
 #include "moe/kernels.h"
+#include "util/compat.h"
 #include "moe/routers/linear_router.h"
 #include "util/error.h"
 #include "util/str.h"
@@ -44,10 +46,14 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
   if (x_in.size(-1) != d) fail(cat("MoE layer: input width ", x_in.size(-1), ", expected ", d));
   const at::Tensor x = x_in.reshape({-1, d});
   MoEOutput o;
-  o.route = router_->route(x, is_training());
-  if (cb && cb->router_logits) {
-    const at::Tensor l = cb->router_logits(o.route.logits);
-    if (!l.is_same(o.route.logits)) o.route = router_->rescore(l);
+  {
+    // Routing is fp32 whatever a surrounding CPU autocast says (top-k on bf16 logits flips ties).
+    CpuAutocast fp32_routing(false, at::kBFloat16);
+    o.route = router_->route(x, is_training());
+    if (cb && cb->router_logits) {
+      const at::Tensor l = cb->router_logits(o.route.logits);
+      if (!l.is_same(o.route.logits)) o.route = router_->rescore(l);
+    }
   }
   at::Tensor prio;
   if (opt_.capacity.priority == Priority::BatchPrioritized) prio = std::get<0>(o.route.probs.detach().max(1));
@@ -65,6 +71,10 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
   const at::ScalarType wd = experts_->dtype();
   const bool fusable = (wd == at::kBFloat16 || wd == at::kFloat) && (!shared_ || shared_->dtype() == wd);
   const bool observed = cb && cb->per_expert();
+  // The inference paths pick their own dtypes (the weights', fp32 accumulation); CPU autocast
+  // (a bf16 trainer's validation pass) would recast the inputs of their out= GEMMs.
+  std::optional<CpuAutocast> no_autocast;
+  if (!grad && !observed) no_autocast.emplace(false, at::kBFloat16);
   if (!grad && !observed && fusable && x.size(0) <= opt_.small_batch_tokens) {
     y = run_fused(x, o, static_cast<bool>(shared_), sg);
     o.y = y.reshape(x_in.sizes());
