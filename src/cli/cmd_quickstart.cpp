@@ -24,7 +24,7 @@ struct QuickstartArgs {
   std::string model = "models/tiny", data_dir = "data/corpus", tasks_file = "tasks/reference-corpus.yaml";
   std::string out = "runs/quickstart", layers = "1:5", methods = "all";
   int experts = 8, top_k = 4;
-  int64_t router_steps = 60, limit = 0, profile_docs = 400;
+  int64_t router_steps = 30, limit = 300, profile_docs = 400;
   bool skip_training = false;
 };
 
