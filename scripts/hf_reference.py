@@ -4,7 +4,7 @@ Hugging Face transformers itself, plus transformers' logits for fixed token ids.
 
     python3 scripts/hf_reference.py [--out tests/data/hf_reference]
 
-Needs: torch, transformers (4.4x; OLMoE needs >= 4.45), safetensors. Run it wherever such a
+Needs: torch, transformers (>= 4.45 for OLMoE; 5.x works), safetensors. Run it wherever such a
 Python is installed, then commit the folder: tests/test_model_checkpoint.cpp
 (ModelCheckpoint.LogitsEqualTransformers) loads each checkpoint with moeforge and requires
 logits within 1e-4 of these (fp32). Without the folder that test is skipped.

@@ -83,6 +83,24 @@ TEST(ModelConfig, HfDefaults) {
   EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{50256}));
 }
 
+TEST(ModelConfig, TransformersV5RopeParameters) {
+  // transformers >= 5 writes rope_theta and the scaling into one "rope_parameters" object.
+  json j = tiny_config_json("llama");
+  j.erase("rope_theta");
+  j.erase("rope_scaling");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 123456.0}};
+  ModelConfig c = parse_model_config(j, "x");
+  EXPECT_DOUBLE_EQ(c.rope_theta, 123456.0);
+  EXPECT_EQ(c.rope_scaling.type, "");  // no scaling
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 5e5}, {"factor", 2.0}};
+  c = parse_model_config(j, "x");
+  EXPECT_DOUBLE_EQ(c.rope_theta, 5e5);
+  EXPECT_EQ(c.rope_scaling.type, "linear");
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 2.0);
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 5e5}, {"factor", 4.0}};
+  EXPECT_EQ(error_of(j), "m/config.json: key 'rope_parameters': unsupported rope_type \"yarn\" (supported: default, linear, llama3)");
+}
+
 TEST(ModelConfig, OneLineErrorsNameFileAndKey) {
   json j = tiny_config_json("llama");
   j.erase("hidden_size");

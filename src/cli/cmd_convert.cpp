@@ -11,18 +11,6 @@
 
 namespace mf::cli {
 
-namespace {
-
-const char* hf_dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: return "float32";
-  }
-}
-
-}  // namespace
-
 void add_convert_command(CLI::App& app, const GlobalOptions&) {
   struct Args {
     std::string model, out, dtype = "bf16", shard_size = "5GB";
@@ -40,9 +28,9 @@ void add_convert_command(CLI::App& app, const GlobalOptions&) {
     options.copy_aux_from = a->model;
     auto model = Model::load(a->model, {dtype, at::kCPU});
     json config = model->config().raw;
-    config["torch_dtype"] = hf_dtype_name(dtype);
+    set_config_dtype(config, dtype);
     save_checkpoint(a->out, config, model->hf_tensors(), options);
-    log_info("wrote ", a->out, " (", hf_dtype_name(dtype), ")");
+    log_info("wrote ", a->out, " (", config["torch_dtype"].get<std::string>(), ")");
   });
 }
 

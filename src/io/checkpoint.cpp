@@ -128,6 +128,12 @@ uint64_t Checkpoint::total_bytes() const {
   return total;
 }
 
+void set_config_dtype(json& config, at::ScalarType dtype) {
+  const char* name = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  config["torch_dtype"] = name;
+  if (config.contains("dtype")) config["dtype"] = name;
+}
+
 void save_checkpoint(const std::string& out_dir, const json& config,
                      const std::vector<std::pair<std::string, at::Tensor>>& tensors, const SaveOptions& options) {
   if (options.max_shard_bytes == 0) fail_file(out_dir, "shard size must be positive");

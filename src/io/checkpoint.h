@@ -56,6 +56,10 @@ struct SaveOptions {
 void save_checkpoint(const std::string& out_dir, const json& config,
                      const std::vector<std::pair<std::string, at::Tensor>>& tensors, const SaveOptions& options = {});
 
+// Records the weights' dtype in config.json: "torch_dtype" (transformers < 5) and, where the
+// config uses transformers >= 5's "dtype" key, that one too, so the two never disagree.
+void set_config_dtype(json& config, at::ScalarType dtype);
+
 // Files copied along with weights when a model is rewritten.
 const std::vector<std::string>& auxiliary_model_files();
 

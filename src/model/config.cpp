@@ -99,31 +99,41 @@ void check_activation(const std::string& act, const std::string& key, const std:
                           "\" (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)");
 }
 
-RopeScaling parse_rope_scaling(const json& j, const std::string& origin) {
+// Rotary scaling from `key` (transformers < 5: "rope_scaling"; >= 5: "rope_parameters", which also
+// holds rope_theta and says "default" when there is no scaling).
+RopeScaling parse_rope_scaling(const json& r, const std::string& key, const std::string& origin) {
   RopeScaling rs;
-  auto it = j.find("rope_scaling");
-  if (it == j.end() || it->is_null()) return rs;
-  if (!it->is_object()) fail_file(origin, "key 'rope_scaling' must be an object or null");
-  const json& r = *it;
+  const std::string o = origin + ": " + key;
   std::string type;
-  if (r.contains("rope_type") && !r["rope_type"].is_null()) type = json_get<std::string>(r, "rope_type", origin + ": rope_scaling");
-  else if (r.contains("type") && !r["type"].is_null()) type = json_get<std::string>(r, "type", origin + ": rope_scaling");
-  else fail_file(origin, "key 'rope_scaling' has no 'rope_type'");
+  if (r.contains("rope_type") && !r["rope_type"].is_null()) type = json_get<std::string>(r, "rope_type", o);
+  else if (r.contains("type") && !r["type"].is_null()) type = json_get<std::string>(r, "type", o);
+  else fail_file(origin, "key '" + key + "' has no 'rope_type'");
   if (type == "default") return rs;
   if (type != "linear" && type != "llama3")
-    fail_file(origin, "key 'rope_scaling': unsupported rope_type \"" + type + "\" (supported: default, linear, llama3)");
-  const std::string o = origin + ": rope_scaling";
+    fail_file(origin, "key '" + key + "': unsupported rope_type \"" + type + "\" (supported: default, linear, llama3)");
   rs.type = type;
   rs.factor = json_get<double>(r, "factor", o);
-  if (rs.factor < 1.0) fail_file(origin, "key 'rope_scaling.factor' must be >= 1");
+  if (rs.factor < 1.0) fail_file(origin, "key '" + key + ".factor' must be >= 1");
   if (type == "llama3") {
     rs.low_freq_factor = json_get<double>(r, "low_freq_factor", o);
     rs.high_freq_factor = json_get<double>(r, "high_freq_factor", o);
     rs.original_max_position_embeddings = json_get<int64_t>(r, "original_max_position_embeddings", o);
     if (rs.high_freq_factor <= rs.low_freq_factor)
-      fail_file(origin, "key 'rope_scaling.high_freq_factor' must be greater than low_freq_factor");
+      fail_file(origin, "key '" + key + ".high_freq_factor' must be greater than low_freq_factor");
   }
   return rs;
+}
+
+void parse_rope(const json& j, const std::string& o, double default_theta, ModelConfig& c) {
+  c.rope_theta = get_num(j, "rope_theta", default_theta, o);
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_object()) fail_file(o, std::string("key '") + key + "' must be an object or null");
+    if (it->contains("rope_theta")) c.rope_theta = get_num(*it, "rope_theta", c.rope_theta, o + ": " + key);
+    c.rope_scaling = parse_rope_scaling(*it, key, o);
+    return;
+  }
 }
 
 // Keys shared by every Llama-type family, with the per-family defaults of transformers' classes.
@@ -163,8 +173,7 @@ void parse_llama_common(const json& j, const std::string& o, ModelConfig& c, con
   }
   if (c.head_dim % 2 != 0) fail_file(o, "head_dim must be even for rotary embeddings");
   c.norm_eps = get_num(j, "rms_norm_eps", d.eps, o);
-  c.rope_theta = get_num(j, "rope_theta", d.theta, o);
-  c.rope_scaling = parse_rope_scaling(j, o);
+  parse_rope(j, o, d.theta, c);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", d.max_pos, o);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, o);
   c.hidden_act = json_get_or<std::string>(j, "hidden_act", "silu", o);

@@ -59,12 +59,6 @@ at::Tensor convert(const at::Tensor& t, const BuildMoeOptions& o) {
   return t.to(parse_dtype(o.dtype));
 }
 
-std::string dtype_config_name(at::ScalarType t) {
-  if (t == at::kBFloat16) return "bfloat16";
-  if (t == at::kHalf) return "float16";
-  return "float32";
-}
-
 // Gathered rows of expert e: gate/up [f_e, H] rows, down [H, f_e] columns, in the stored dtype
 // (index_select copies values, so the experts hold the dense weights bit for bit).
 struct ExpertWeights {
@@ -353,7 +347,7 @@ MoeCheckpointData moeforge_checkpoint(const Checkpoint& ck, const ModelConfig& c
   json router = {{"type", plan.router.type}, {"gate", plan.router.gate}};
   if (plan.router.type == "avgk") router["aux_loss"] = "none";  // nothing to balance by gradient
   c["router"] = router;
-  if (!o.dtype.empty()) c["torch_dtype"] = dtype_config_name(parse_dtype(o.dtype));
+  if (!o.dtype.empty()) set_config_dtype(c, parse_dtype(o.dtype));
   c["moe_provenance"] = provenance(ck, plan, o);
   data.config = c;
 
@@ -411,7 +405,7 @@ MoeCheckpointData mixtral_checkpoint(const Checkpoint& ck, const ModelConfig& cf
   c["router_aux_loss_coef"] = 0.001;
   c.erase("attention_bias");
   c.erase("mlp_bias");
-  if (!o.dtype.empty()) c["torch_dtype"] = dtype_config_name(parse_dtype(o.dtype));
+  if (!o.dtype.empty()) set_config_dtype(c, parse_dtype(o.dtype));
   c["moe_provenance"] = provenance(ck, plan, o);
   data.config = c;
 
