@@ -8,23 +8,29 @@
 #include <filesystem>
 #include <string>
 
+#include "util/fs.h"
+
 namespace {
 
-struct PerProcessTempDir {
-  std::string dir;
+// Created and removed by the environment, so listing the tests (ctest's discovery) leaves nothing.
+// Removal goes through mf::remove_all (see util/fs.cpp for why not std::filesystem's).
+class PerProcessTempDir : public ::testing::Environment {
+ public:
   PerProcessTempDir() {
     const char* base = std::getenv("TMPDIR");
-    dir = std::string(base && *base ? base : "/tmp") + "/moeforge-tests-" + std::to_string(getpid());
-    std::filesystem::create_directories(dir);
-    setenv("TEST_TMPDIR", dir.c_str(), 1);
+    dir_ = std::string(base && *base ? base : "/tmp") + "/moeforge-tests-" + std::to_string(getpid());
+    setenv("TEST_TMPDIR", dir_.c_str(), 1);
   }
-  ~PerProcessTempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir, ignored);
+  void SetUp() override { std::filesystem::create_directories(dir_); }  // not when only listing tests
+  void TearDown() override {
+    mf::remove_all(dir_);
   }
+
+ private:
+  std::string dir_;
 };
 
-const PerProcessTempDir per_process_temp_dir;
+::testing::Environment* const per_process_temp_dir = ::testing::AddGlobalTestEnvironment(new PerProcessTempDir);
 
 }  // namespace
 

@@ -41,12 +41,13 @@ std::pair<at::Tensor, at::Tensor> pad_batch(const std::vector<const std::vector<
 void score_positions(Model& model, const at::Tensor& h, const std::vector<int64_t>& targets, std::vector<double>& lp,
                      std::vector<bool>& greedy) {
   at::Tensor logp = at::log_softmax(model.lm_head(h).to(at::kFloat), -1);
-  at::Tensor tgt = at::tensor(targets, at::kLong);
-  at::Tensor picked = logp.gather(1, tgt.unsqueeze(1)).squeeze(1).to(at::kDouble).contiguous();
-  at::Tensor best = logp.argmax(1).eq(tgt).contiguous();
+  at::Tensor tgt = at::tensor(targets, at::kLong).to(logp.device());
+  // Read back on the CPU in one copy each (the model may live on CUDA).
+  at::Tensor picked = logp.gather(1, tgt.unsqueeze(1)).squeeze(1).to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor best = logp.argmax(1).eq(tgt).to(at::kCPU).contiguous();
   lp.assign(picked.data_ptr<double>(), picked.data_ptr<double>() + picked.numel());
-  greedy.resize(targets.size());
-  for (size_t i = 0; i < targets.size(); ++i) greedy[i] = best[i].item<bool>();
+  const bool* b = best.data_ptr<bool>();
+  greedy.assign(b, b + targets.size());
 }
 
 }  // namespace

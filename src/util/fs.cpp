@@ -1,6 +1,7 @@
 #include "util/fs.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -115,10 +116,7 @@ AtomicDir::AtomicDir(std::string path) : final_(std::move(path)) {
 }
 
 AtomicDir::~AtomicDir() {
-  if (!committed_) {
-    std::error_code ec;
-    fs::remove_all(temp_, ec);
-  }
+  if (!committed_) remove_all(temp_);
 }
 
 void AtomicDir::commit() {
@@ -132,7 +130,7 @@ void AtomicDir::commit() {
   fs::rename(temp_, final_, ec);
   if (ec) fail_file(final_, "cannot rename output into place: " + ec.message());
   committed_ = true;
-  if (!old.empty()) fs::remove_all(old, ec);
+  if (!old.empty()) remove_all(old);
 }
 
 void make_dirs(const std::string& path) {
@@ -141,9 +139,15 @@ void make_dirs(const std::string& path) {
   if (ec) fail_file(path, "cannot create directory: " + ec.message());
 }
 
+// Not std::filesystem::remove_all: a pip PyTorch's libtorch.so exports its own copy of it, which
+// the dynamic linker prefers, and that copy crashes (a call through a null pointer) on any
+// non-empty directory. nftw walks depth-first without following symbolic links.
 void remove_all(const std::string& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
+  auto remove_entry = [](const char* p, const struct stat*, int, struct FTW*) {
+    ::remove(p);  // best effort, like remove_all(path, error_code&): keep walking
+    return 0;
+  };
+  nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 void copy_file(const std::string& from, const std::string& to) {
