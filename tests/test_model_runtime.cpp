@@ -109,6 +109,25 @@ TEST(ModelRuntime, LeftPaddedBatchDecodesWithCache) {
 }
 
 // Stated tolerance (docs/runtime.md): bf16 logits stay within 0.02 * (1 + max |fp32 logit|).
+TEST(ModelRuntime, SmallBatchBf16LinearMatchesFp64Reference) {
+  // mf::apply_linear's decode kernel (bf16, <= 8 rows, no grad) against the exact product of the same
+  // bf16 values in fp64: only the final rounding to bf16 may differ (<= 1 bf16 ulp, 2^-8 relative).
+  torch::NoGradGuard ng;
+  torch::manual_seed(21);
+  for (int64_t rows : {1, 3, 8, 9}) {
+    const int64_t in = 77, out = 45;  // tails of every vector loop
+    at::Tensor x = at::randn({rows, in}).to(at::kBFloat16), w = at::randn({out, in}).to(at::kBFloat16);
+    at::Tensor b = at::randn({out}).to(at::kBFloat16);
+    at::Tensor want = at::linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble));
+    at::Tensor got = mf::apply_linear(x, w, b);
+    ASSERT_EQ(got.scalar_type(), at::kBFloat16);
+    const double rel = ((got.to(at::kDouble) - want).abs() / (want.abs() + 1e-3)).max().item<double>();
+    EXPECT_LE(rel, 1.0 / 256) << rows << " rows";
+    at::Tensor got3 = mf::apply_linear(x.unsqueeze(0), w);  // [1, rows, in] keeps its leading dims
+    EXPECT_EQ(got3.sizes(), (std::vector<int64_t>{1, rows, out}));
+  }
+}
+
 TEST(ModelRuntime, Bf16StaysNearFp32) {
   torch::NoGradGuard ng;
   for (const auto& name : tiny_families()) {

@@ -106,7 +106,7 @@ class Gpt2Model : public Model {
 
   at::Tensor lm_head(const at::Tensor& hidden) override {
     const at::Tensor& w = lm_head_ ? lm_head_->weight : transformer->wte->weight;
-    return at::linear(hidden, w).to(at::kFloat);
+    return apply_linear(hidden, w).to(at::kFloat);
   }
 
  private:

@@ -4,10 +4,30 @@
 
 #include <cmath>
 
+#include "moe/kernels.h"
 #include "util/compat.h"
 #include "util/error.h"
 
 namespace mf {
+
+at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  constexpr int64_t kSmallBatchRows = 8;  // up to here the weight stream dominates
+  const int64_t n = w.size(-1);
+  const bool needs_grad =
+      at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+  const bool small = !needs_grad && x.device().is_cpu() && w.device().is_cpu() && w.dim() == 2 &&
+                     w.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kBFloat16 && w.is_contiguous() &&
+                     x.numel() > 0 && x.numel() <= kSmallBatchRows * n;
+  if (!small) return at::linear(x, w, b);
+  const at::Tensor xf = x.reshape({-1, n}).to(at::kFloat).contiguous();
+  const at::Tensor bf = b.defined() ? b.to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor y = at::empty({xf.size(0), w.size(0)}, at::kFloat);
+  moe::small_batch_matmul(xf.data_ptr<float>(), xf.size(0), n, w.data_ptr(), true, w.size(0),
+                          bf.defined() ? bf.data_ptr<float>() : nullptr, y.data_ptr<float>());
+  auto shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  return y.to(x.scalar_type()).view(shape);
+}
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) {
   weight = register_parameter("weight", torch::empty({out, in}));

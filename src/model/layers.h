@@ -16,11 +16,15 @@
 
 namespace mf {
 
+// y = x Wᵀ + b: at::linear, except for inference on a few rows of bf16 (decode): there a kernel that streams
+// each weight row once (moe::small_batch_matmul) replaces libtorch's slow bf16 GEMV.
+at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+
 // y = x W^T + b, W [out, in] (nn.Linear layout).
 struct Linear : torch::nn::Module {
   Linear(int64_t in, int64_t out, bool bias);
   at::Tensor forward(const at::Tensor& x) const {
-    at::Tensor y = at::linear(x, weight, bias);
+    at::Tensor y = apply_linear(x, weight, bias);
     return adapter ? y + adapter(x) : y;
   }
   at::Tensor weight, bias;

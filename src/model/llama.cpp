@@ -108,7 +108,7 @@ class LlamaModel : public Model {
 
   at::Tensor lm_head(const at::Tensor& hidden) override {
     const at::Tensor& w = lm_head_ ? lm_head_->weight : model->embed_tokens->weight;
-    return at::linear(hidden, w).to(at::kFloat);
+    return apply_linear(hidden, w).to(at::kFloat);
   }
 
  private:

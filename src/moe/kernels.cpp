@@ -346,7 +346,32 @@ void fused_impl(const float* x, int64_t T, int64_t d, const std::vector<DecodeJo
   });
 }
 
+template <bool BF16>
+void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w, int64_t R, const float* b, float* y) {
+  std::vector<const float*> xs(T);
+  for (int64_t t = 0; t < T; ++t) xs[t] = x + t * n;
+  constexpr int64_t esz = BF16 ? 2 : 4;
+  // ~64 KB of weights per task: enough to amortise the fork, fine enough to balance two cores.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(n * esz, 1));
+  at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<float> tmp(T);
+    for (int64_t r = r0; r < r1; ++r) {
+      dot_rows<BF16>(static_cast<const char*>(w) + r * n * esz, n, xs.data(), T, tmp.data());
+      const float br = b ? b[r] : 0.f;
+      for (int64_t t = 0; t < T; ++t) y[t * R + r] = tmp[t] + br;
+    }
+  });
+}
+
 }  // namespace
+
+void small_batch_matmul(const float* x, int64_t T, int64_t n, const void* w, bool bf16, int64_t R, const float* b,
+                        float* y) {
+  if (bf16)
+    small_batch_matmul_impl<true>(x, T, n, w, R, b, y);
+  else
+    small_batch_matmul_impl<false>(x, T, n, w, R, b, y);
+}
 
 void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
                        float* y) {

@@ -1,6 +1,7 @@
-// CPU kernels of the MoE layer that libtorch has no single op for: the fused expert
-// activation of a grouped GEMM, and the fused small-batch (decode) expert path that streams
-// each selected expert's weights exactly once. Raw-pointer code; no torch.h.
+// CPU kernels that libtorch has no fast op for: the fused expert activation of a grouped GEMM,
+// the fused small-batch (decode) expert path that streams each selected expert's weights exactly
+// once, and the small-batch matrix product behind every decode-time projection (libtorch 1.13's
+// bf16 matrix-vector product streams weights at a few GB/s). Raw-pointer code; no torch.h.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -33,6 +34,12 @@ struct DecodeJob {
 // batch-1 bound is memory bandwidth, not FLOPs). Parallel over weight rows.
 void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
                        float* y);
+
+// y[t, r] = <w[r], x[t]> (+ b[r]) for t < T: w [R, n] row-major, bf16 (bf16 = true) or fp32;
+// x [T, n] fp32; b [R] fp32 or null; y [T, R] fp32. Parallel over w's rows, each read once for
+// all T rows of x: meant for T <= ~8, where the bound is memory bandwidth.
+void small_batch_matmul(const float* x, int64_t T, int64_t n, const void* w, bool bf16, int64_t R, const float* b,
+                        float* y);
 
 // y[i] += w * x[i] for bf16 x, fp32 y (the combine's inner loop).
 void axpy_bf16(float w, const void* x, float* y, int64_t n);

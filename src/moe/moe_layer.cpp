@@ -1,6 +1,7 @@
 #include "moe/moe_layer.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <optional>
@@ -159,7 +160,11 @@ at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
       lists[t].push_back(e);
       load[t] += p.counts[e] * experts_->width(e);
     }
+    // Worker threads start with default thread-local state (grad mode on, no InferenceMode);
+    // the experts' out= GEMMs need the caller's.
+    const at::ThreadLocalState caller_state;
     at::parallel_for(0, nthr, 1, [&](int64_t t0, int64_t t1) {
+      at::ThreadLocalStateGuard same_state(caller_state);
       for (int64_t t = t0; t < t1; ++t)
         for (int64_t e : lists[t]) run_expert(e);
     });
