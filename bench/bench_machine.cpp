@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "peaks.h"
+
 static void BM_GemmPeak(benchmark::State& state, at::ScalarType dtype) {
   const int64_t n = state.range(0);
   auto a = torch::randn({n, n}).to(dtype);
@@ -32,3 +34,12 @@ static void BM_MemoryReadBandwidth(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_MemoryReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// The same bytes streamed by peaks.h's plain read loop (what the bandwidth-bound benchmarks divide by).
+static void BM_MemoryStreamRead(benchmark::State& state) {
+  const int64_t bytes = int64_t(256) << 20;
+  double seconds = 0;
+  for (auto _ : state) seconds += mf::bench::timed_stream_read(bytes);
+  state.counters["GB/s"] = bytes * 1e-9 * state.iterations() / seconds;
+}
+BENCHMARK(BM_MemoryStreamRead)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);

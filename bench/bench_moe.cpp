@@ -9,12 +9,14 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <numeric>
 
 #include "moe/expert_bank.h"
 #include "moe/kernels.h"
 #include "moe/moe_layer.h"
 #include "moe/routers/linear_router.h"
+#include "peaks.h"
 
 using namespace mf::moe;
 
@@ -131,16 +133,32 @@ void BM_MoeOlmoe(benchmark::State& state) {
   Olmoe& m = Olmoe::get();
   const int64_t T = state.range(0), pool = T == 1 ? 64 : 2;
   at::Tensor xs = inputs(T, pool);
-  double bytes = 0, flops = 0;
+  double bytes = 0, flops = 0, layer_s = 0, read_s = 0, pending = 0, read_bytes = 0;
   int64_t i = 0;
   for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
     MoEOutput o = m.layer->forward_full(xs[i++ % pool]);
     benchmark::DoNotOptimize(o.y.data_ptr());
-    bytes += touched_experts(o.plan) * 3.0 * kD * Olmoe::F * 2;
+    layer_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double b = touched_experts(o.plan) * 3.0 * kD * Olmoe::F * 2;
+    bytes += b;
     flops += o.plan.rows() * 6.0 * kD * Olmoe::F;
+    pending += b;
+    if (T <= 8 && i % 16 == 0) {  // bandwidth-bound: the same bytes streamed every 16 calls, untimed
+      state.PauseTiming();
+      read_s += mf::bench::timed_stream_read(static_cast<int64_t>(pending));
+      read_bytes += pending;
+      pending = 0;
+      state.ResumeTiming();
+    }
   }
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
+  if (read_s > 0) {
+    const double read_rate = read_bytes / read_s;
+    state.counters["read_GB/s"] = read_rate * 1e-9;
+    state.counters["of_bandwidth"] = bytes / layer_s / read_rate;  // the ratio to report
+  }
 }
 BENCHMARK(BM_MoeOlmoe)->Arg(1)->Arg(8)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 

@@ -347,7 +347,8 @@ void fused_impl(const float* x, int64_t T, int64_t d, const std::vector<DecodeJo
 }
 
 template <bool BF16>
-void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w, int64_t R, const float* b, float* y) {
+void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w, int64_t R, const float* b, void* y,
+                             bool y_bf16) {
   std::vector<const float*> xs(T);
   for (int64_t t = 0; t < T; ++t) xs[t] = x + t * n;
   constexpr int64_t esz = BF16 ? 2 : 4;
@@ -358,7 +359,12 @@ void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w
     for (int64_t r = r0; r < r1; ++r) {
       dot_rows<BF16>(static_cast<const char*>(w) + r * n * esz, n, xs.data(), T, tmp.data());
       const float br = b ? b[r] : 0.f;
-      for (int64_t t = 0; t < T; ++t) y[t * R + r] = tmp[t] + br;
+      for (int64_t t = 0; t < T; ++t) {
+        if (y_bf16)
+          static_cast<c10::BFloat16*>(y)[t * R + r] = c10::BFloat16(tmp[t] + br);
+        else
+          static_cast<float*>(y)[t * R + r] = tmp[t] + br;
+      }
     }
   });
 }
@@ -366,11 +372,11 @@ void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w
 }  // namespace
 
 void small_batch_matmul(const float* x, int64_t T, int64_t n, const void* w, bool bf16, int64_t R, const float* b,
-                        float* y) {
+                        void* y, bool y_bf16) {
   if (bf16)
-    small_batch_matmul_impl<true>(x, T, n, w, R, b, y);
+    small_batch_matmul_impl<true>(x, T, n, w, R, b, y, y_bf16);
   else
-    small_batch_matmul_impl<false>(x, T, n, w, R, b, y);
+    small_batch_matmul_impl<false>(x, T, n, w, R, b, y, y_bf16);
 }
 
 void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,

@@ -36,10 +36,11 @@ void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const st
                        float* y);
 
 // y[t, r] = <w[r], x[t]> (+ b[r]) for t < T: w [R, n] row-major, bf16 (bf16 = true) or fp32;
-// x [T, n] fp32; b [R] fp32 or null; y [T, R] fp32. Parallel over w's rows, each read once for
-// all T rows of x: meant for T <= ~8, where the bound is memory bandwidth.
+// x [T, n] fp32; b [R] fp32 or null; y [T, R] fp32, or bf16 (rounded to nearest even) when
+// y_bf16. Parallel over w's rows, each read once for all T rows of x: meant for T <= ~8, where
+// the bound is memory bandwidth.
 void small_batch_matmul(const float* x, int64_t T, int64_t n, const void* w, bool bf16, int64_t R, const float* b,
-                        float* y);
+                        void* y, bool y_bf16);
 
 // y[i] += w * x[i] for bf16 x, fp32 y (the combine's inner loop).
 void axpy_bf16(float w, const void* x, float* y, int64_t n);
