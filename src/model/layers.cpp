@@ -1,6 +1,7 @@
 #include "model/layers.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 
@@ -56,9 +57,36 @@ at::Tensor Conv1D::forward(const at::Tensor& x) const {
 RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) { weight = register_parameter("weight", torch::ones({dim})); }
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
-  at::Tensor h = x.to(at::kFloat);
-  h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
-  return weight * h.to(x.scalar_type());
+  const bool needs_grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
+  const bool fused = !needs_grad && x.device().is_cpu() && x.scalar_type() == weight.scalar_type() &&
+                     (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && x.is_contiguous() &&
+                     weight.is_contiguous();
+  if (!fused) {
+    at::Tensor h = x.to(at::kFloat);
+    h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+    return weight * h.to(x.scalar_type());
+  }
+  // Inference: one pass per row instead of seven tensor ops (their fixed cost dominates decode),
+  // same arithmetic: fp32 statistics, round to the input dtype, then scale in that dtype.
+  const int64_t H = x.size(-1), rows = x.numel() / H;
+  at::Tensor out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "rms_norm", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / H), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* xr = xp + r * H;
+        float ss = 0.f;
+        for (int64_t i = 0; i < H; ++i) ss += static_cast<float>(xr[i]) * static_cast<float>(xr[i]);
+        const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + static_cast<float>(eps));
+        for (int64_t i = 0; i < H; ++i)
+          op[r * H + i] = static_cast<scalar_t>(static_cast<float>(wp[i]) *
+                                                static_cast<float>(static_cast<scalar_t>(static_cast<float>(xr[i]) * inv)));
+      }
+    });
+  });
+  return out;
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
@@ -160,8 +188,45 @@ ForwardState make_forward_state(const at::Tensor& input_ids, const at::Tensor& a
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
-  at::Tensor rot = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rot * sin;
+  const bool needs_grad = at::GradMode::is_enabled() && x.requires_grad();
+  const bool fused = !needs_grad && x.device().is_cpu() && x.dim() == 4 && cos.scalar_type() == x.scalar_type() &&
+                     sin.scalar_type() == x.scalar_type() && cos.is_contiguous() && sin.is_contiguous() &&
+                     (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+                     cos.size(0) == x.size(0) && cos.size(2) == x.size(2);
+  if (!fused) {
+    at::Tensor rot = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+    return x * cos + rot * sin;
+  }
+  // Inference: one loop instead of seven tensor ops, rounding like them: each product to the
+  // dtype, then the sum.
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+  at::Tensor out = at::empty({B, H, T, D}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "apply_rope", [&] {
+    using S = scalar_t;
+    const S* xp = x.data_ptr<S>();
+    const S* cp = cos.data_ptr<S>();
+    const S* sp = sin.data_ptr<S>();
+    S* op = out.data_ptr<S>();
+    const auto st = x.strides();
+    at::parallel_for(0, B * H, std::max<int64_t>(1, 16384 / (T * D)), [&](int64_t bh0, int64_t bh1) {
+      for (int64_t bh = bh0; bh < bh1; ++bh)
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t b = bh / H, h = bh % H;
+          const S* xr = xp + b * st[0] + h * st[1] + t * st[2];
+          const S* c = cp + (b * T + t) * D;
+          const S* s = sp + (b * T + t) * D;
+          S* o = op + ((b * H + h) * T + t) * D;
+          for (int64_t d = 0; d < D; ++d) {
+            const float xd = static_cast<float>(xr[d * st[3]]);
+            const float rd = d < half ? -static_cast<float>(xr[(d + half) * st[3]]) : static_cast<float>(xr[(d - half) * st[3]]);
+            const S a = static_cast<S>(xd * static_cast<float>(c[d]));
+            const S r = static_cast<S>(rd * static_cast<float>(s[d]));
+            o[d] = static_cast<S>(static_cast<float>(a) + static_cast<float>(r));
+          }
+        }
+    });
+  });
+  return out;
 }
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const ForwardState& st,
