@@ -229,8 +229,58 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return out;
 }
 
+namespace {
+
+// One new token attending to every cached position (decode without padding): per head,
+// softmax(q·k_j / sqrt(D)) · v in fp32 straight from the cache, GQA by indexing. Replaces the
+// expand copies of k/v and the SDPA op chain, whose fixed costs dominate at batch 1.
+at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hkv = k.size(1), S = k.size(2), rep = H / Hkv;
+  at::Tensor out = at::empty({B, H, 1, D}, q.options());
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "single_query_attention", [&] {
+    using S_ = scalar_t;
+    const S_ *qp = q.data_ptr<S_>(), *kp = k.data_ptr<S_>(), *vp = v.data_ptr<S_>();
+    S_* op = out.data_ptr<S_>();
+    const auto qs = q.strides(), ks = k.strides(), vs = v.strides();
+    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / std::max<int64_t>(S * D, 1)), [&](int64_t i0, int64_t i1) {
+      std::vector<float> qf(D), p(S), acc(D);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / H, h = i % H, g = h / rep;
+        for (int64_t d = 0; d < D; ++d) qf[d] = static_cast<float>(qp[b * qs[0] + h * qs[1] + d * qs[3]]);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < S; ++j) {
+          const S_* kr = kp + b * ks[0] + g * ks[1] + j * ks[2];
+          float dot = 0.f;
+          for (int64_t d = 0; d < D; ++d) dot += qf[d] * static_cast<float>(kr[d * ks[3]]);
+          p[j] = dot * scale;
+          mx = std::max(mx, p[j]);
+        }
+        float sum = 0.f;
+        for (int64_t j = 0; j < S; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t j = 0; j < S; ++j) {
+          const S_* vr = vp + b * vs[0] + g * vs[1] + j * vs[2];
+          const float w = p[j] / sum;
+          for (int64_t d = 0; d < D; ++d) acc[d] += w * static_cast<float>(vr[d * vs[3]]);
+        }
+        for (int64_t d = 0; d < D; ++d) op[i * D + d] = static_cast<S_>(acc[d]);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const ForwardState& st,
                   bool use_window) {
+  const at::Tensor& mask = use_window && st.window_mask.defined() ? st.window_mask : st.mask;
+  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  if (q.size(2) == 1 && !mask.defined() && !needs_grad && q.device().is_cpu() &&
+      (q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16) && k.scalar_type() == q.scalar_type() &&
+      v.scalar_type() == q.scalar_type())
+    return single_query_attention(q, k, v);
   at::Tensor kk = k, vv = v;
   const int64_t h = q.size(1), hkv = k.size(1);
   if (h != hkv) {
@@ -241,7 +291,6 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     kk = expand(k);
     vv = expand(v);
   }
-  const at::Tensor& mask = use_window && st.window_mask.defined() ? st.window_mask : st.mask;
   return sdpa(q, kk, vv, mask, mask.defined() ? false : st.causal);
 }
 
