@@ -31,7 +31,7 @@ TokenScore oracle(Model& m, const std::vector<int32_t>& prefix, const std::vecto
 }  // namespace
 
 TEST(EvalModelScorer, SharedAndBatchedPathsEqualFullForward) {
-  for (const std::string family : {"llama", "qwen2", "mixtral"}) {
+  for (const std::string family : {"llama", "qwen2", "mixtral", "gpt2", "mistral"}) {  // mistral: sliding window 5
     SCOPED_TRACE(family);
     auto model = mf::testing_fixtures::tiny_model(family);
     TransformerScorer scorer(model, 64);

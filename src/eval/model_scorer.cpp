@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "util/error.h"
+
 namespace mf::eval {
 
 bool TokenizerEncoder::default_add_bos() const {
@@ -90,67 +92,66 @@ std::vector<std::vector<TokenScore>> TransformerScorer::score_shared(const std::
   torch::NoGradGuard no_grad;
   std::vector<std::vector<TokenScore>> out(groups.size());
   if (groups.empty()) return out;
-  const at::Device dev = model_->device();
-  // 1. All prefixes in one left-padded batch: the last column predicts every first token.
-  std::vector<const std::vector<int32_t>*> prefixes;
-  int64_t width = 0;
+  // One packed row per group: the prefix, then every continuation's input tokens (all but its
+  // last). Each continuation attends to the prefix and to itself, and its positions restart
+  // where the prefix ends, so every token sees exactly what it would in its own row; the prefix
+  // is computed once instead of once per choice, with no copies of a cache.
+  const int64_t G = static_cast<int64_t>(groups.size());
+  int64_t width = 1;
   for (const auto& g : groups) {
-    prefixes.push_back(&g.prefix);
-    width = std::max<int64_t>(width, g.prefix.size());
+    if (g.prefix.empty()) fail("shared-context scoring needs a non-empty context");
+    int64_t len = static_cast<int64_t>(g.prefix.size());
+    for (const auto& c : g.continuations) len += static_cast<int64_t>(c.size()) - 1;
+    width = std::max(width, len);
   }
-  auto [ids, mask] = pad_batch(prefixes, width, /*left=*/true);
-  KvCache cache = model_->make_cache();
-  at::Tensor hidden = model_->forward_hidden(ids.to(dev), mask.to(dev), &cache);
-  at::Tensor last = hidden.select(1, width - 1);  // [G, H]
-
-  std::vector<int64_t> rows_of, first_targets;  // one entry per continuation
-  for (size_t g = 0; g < groups.size(); ++g) {
-    out[g].resize(groups[g].continuations.size());
-    for (const auto& c : groups[g].continuations) {
-      rows_of.push_back(static_cast<int64_t>(g));
-      first_targets.push_back(c.front());
+  at::Tensor ids = at::zeros({G, width}, at::kLong), pos = at::zeros({G, width}, at::kLong);
+  at::Tensor allowed = at::zeros({G, width, width}, at::kBool);
+  auto pi = ids.accessor<int64_t, 2>();
+  auto pp = pos.accessor<int64_t, 2>();
+  auto pa = allowed.accessor<bool, 3>();
+  std::vector<int64_t> flat, targets;  // scored positions (row-major in [G, width]) and their tokens
+  for (int64_t g = 0; g < G; ++g) {
+    const auto& grp = groups[g];
+    const int64_t P = static_cast<int64_t>(grp.prefix.size());
+    for (int64_t i = 0; i < P; ++i) {
+      pi[g][i] = grp.prefix[i];
+      pp[g][i] = i;
+      for (int64_t j = 0; j <= i; ++j) pa[g][i][j] = true;
     }
+    int64_t at_ = P;
+    for (const auto& c : grp.continuations) {
+      flat.push_back(g * width + P - 1);  // the prefix's last position predicts c[0]
+      targets.push_back(c[0]);
+      const int64_t n = static_cast<int64_t>(c.size()) - 1;
+      for (int64_t a = 0; a < n; ++a) {
+        const int64_t i = at_ + a;
+        pi[g][i] = c[a];
+        pp[g][i] = P + a;
+        for (int64_t j = 0; j < P; ++j) pa[g][i][j] = true;
+        for (int64_t j = at_; j <= i; ++j) pa[g][i][j] = true;
+        flat.push_back(g * width + i);
+        targets.push_back(c[a + 1]);
+      }
+      at_ += n;
+    }
+    for (int64_t i = at_; i < width; ++i) pa[g][i][i] = true;  // padding attends to itself only
   }
+  const at::Device dev = model_->device();
+  at::Tensor hidden = model_->forward_hidden_packed(ids, pos, allowed);
   std::vector<double> lp;
   std::vector<bool> greedy;
-  score_positions(*model_, last.index_select(0, at::tensor(rows_of, at::kLong).to(dev)), first_targets, lp, greedy);
+  score_positions(*model_, hidden.reshape({-1, hidden.size(-1)}).index_select(0, at::tensor(flat, at::kLong).to(dev)),
+                  targets, lp, greedy);
   size_t k = 0;
-  int64_t longest = 0;
-  for (size_t g = 0; g < groups.size(); ++g)
-    for (size_t c = 0; c < groups[g].continuations.size(); ++c, ++k) {
-      out[g][c] = {lp[k], greedy[k]};
-      longest = std::max<int64_t>(longest, groups[g].continuations[c].size());
-    }
-  if (longest <= 1) return out;  // single-token continuations: the prefix pass was all
-
-  // 2. Every continuation's remaining tokens on top of its group's cached prefix.
-  cache.select_rows(at::tensor(rows_of, at::kLong).to(dev));
-  std::vector<std::vector<int32_t>> inputs;
-  for (const auto& g : groups)
-    for (const auto& c : g.continuations) inputs.emplace_back(c.begin(), c.end() - 1);
-  std::vector<const std::vector<int32_t>*> seqs;
-  for (const auto& s : inputs) seqs.push_back(&s);
-  auto [cids, cmask] = pad_batch(seqs, longest - 1, /*left=*/false);
-  at::Tensor ch = model_->forward_hidden(cids.to(dev), cmask.to(dev), &cache);
-  std::vector<int64_t> flat, targets;
-  k = 0;
-  for (const auto& g : groups)
-    for (const auto& c : g.continuations) {
-      for (size_t j = 1; j < c.size(); ++j) {
-        flat.push_back(static_cast<int64_t>(k) * (longest - 1) + static_cast<int64_t>(j - 1));
-        targets.push_back(c[j]);
+  for (int64_t g = 0; g < G; ++g)
+    for (const auto& c : groups[g].continuations) {
+      TokenScore t{0.0, true};
+      for (size_t j = 0; j < c.size(); ++j, ++k) {
+        t.logprob += lp[k];
+        t.greedy = t.greedy && greedy[k];
       }
-      ++k;
+      out[g].push_back(t);
     }
-  score_positions(*model_, ch.reshape({-1, ch.size(-1)}).index_select(0, at::tensor(flat, at::kLong).to(dev)), targets,
-                  lp, greedy);
-  size_t pos = 0;
-  for (size_t g = 0; g < groups.size(); ++g)
-    for (size_t c = 0; c < groups[g].continuations.size(); ++c)
-      for (size_t j = 1; j < groups[g].continuations[c].size(); ++j, ++pos) {
-        out[g][c].logprob += lp[pos];
-        out[g][c].greedy = out[g][c].greedy && greedy[pos];
-      }
   return out;
 }
 

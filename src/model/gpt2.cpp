@@ -91,17 +91,20 @@ class Gpt2Model : public Model {
   at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) override {
     if (input_ids.dim() != 2) fail("input_ids must be [batch, seq]");
     if (cache && cache->num_layers() != cfg_.num_layers) fail("KV cache was made for another model");
-    const auto dev = device();
-    at::Tensor ids = input_ids.to(dev, at::kLong);
+    at::Tensor ids = input_ids.to(device(), at::kLong);
     at::Tensor pos;
     ForwardState st = make_forward_state(ids, attention_mask, cache, {}, 1.0, 0, dtype(), &pos);
-    st.hooks = active_hooks();
-    if (pos.numel() > 0 && pos.max().item<int64_t>() >= cfg_.max_position_embeddings)
-      fail("sequence longer than GPT-2's n_positions (" + std::to_string(cfg_.max_position_embeddings) + ")");
-    at::Tensor h = transformer->wte->forward(ids) + transformer->wpe->forward(pos);
-    for (auto& b : transformer->blocks) h = b->forward(h, st);
+    at::Tensor h = run_blocks(ids, pos, st);
     if (cache) cache->commit(st.seq);
-    return transformer->ln_f->forward(h);
+    return h;
+  }
+
+  at::Tensor forward_hidden_packed(const at::Tensor& input_ids, const at::Tensor& positions,
+                                   const at::Tensor& allowed) override {
+    const auto dev = device();
+    at::Tensor pos = positions.to(dev, at::kLong);
+    ForwardState st = make_packed_forward_state(pos, allowed.to(dev), {}, 1.0, 0, dtype());
+    return run_blocks(input_ids.to(dev, at::kLong), pos, st);
   }
 
   at::Tensor lm_head(const at::Tensor& hidden) override {
@@ -110,6 +113,16 @@ class Gpt2Model : public Model {
   }
 
  private:
+  // Learned positions: `pos` must stay below n_positions.
+  at::Tensor run_blocks(const at::Tensor& ids, const at::Tensor& pos, ForwardState& st) {
+    st.hooks = active_hooks();
+    if (pos.numel() > 0 && pos.max().item<int64_t>() >= cfg_.max_position_embeddings)
+      fail("sequence longer than GPT-2's n_positions (" + std::to_string(cfg_.max_position_embeddings) + ")");
+    at::Tensor h = transformer->wte->forward(ids) + transformer->wpe->forward(pos);
+    for (auto& b : transformer->blocks) h = b->forward(h, st);
+    return transformer->ln_f->forward(h);
+  }
+
   std::shared_ptr<Gpt2Body> transformer;
   std::shared_ptr<Linear> lm_head_;
 };

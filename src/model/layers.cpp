@@ -132,6 +132,36 @@ at::Tensor rope_inv_freq(const ModelConfig& cfg) {
   return inv;
 }
 
+namespace {
+
+void set_rotary_tables(ForwardState& st, const at::Tensor& pos, const at::Tensor& inv_freq, double factor,
+                       at::ScalarType dtype) {
+  at::Tensor freqs = pos.to(at::kFloat).unsqueeze(-1) * inv_freq.to(pos.device()).view({1, 1, -1});  // [B, T, D/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  st.cos = (emb.cos() * factor).to(dtype).unsqueeze(1);
+  st.sin = (emb.sin() * factor).to(dtype).unsqueeze(1);
+}
+
+}  // namespace
+
+ForwardState make_packed_forward_state(const at::Tensor& positions, const at::Tensor& allowed, const at::Tensor& inv_freq,
+                                       double rope_attention_factor, int64_t window, at::ScalarType dtype) {
+  ForwardState st;
+  st.batch = positions.size(0);
+  st.seq = positions.size(1);
+  const int64_t B = st.batch, T = st.seq;
+  if (allowed.dim() != 3 || allowed.size(0) != B || allowed.size(1) != T || allowed.size(2) != T)
+    fail("packed attention mask must be [batch, seq, seq]");
+  if (inv_freq.defined()) set_rotary_tables(st, positions, inv_freq, rope_attention_factor, dtype);
+  st.mask = allowed.to(at::kBool).view({B, 1, T, T});
+  if (window > 0 && positions.max().item<int64_t>() >= window) {
+    at::Tensor distance = positions.unsqueeze(2) - positions.unsqueeze(1);  // query - key position
+    st.window_mask = st.mask.logical_and(distance.lt(window).view({B, 1, T, T}));
+  }
+  st.causal = false;
+  return st;
+}
+
 ForwardState make_forward_state(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache,
                                 const at::Tensor& inv_freq, double rope_attention_factor, int64_t window,
                                 at::ScalarType dtype, at::Tensor* positions_out) {
@@ -155,12 +185,7 @@ ForwardState make_forward_state(const at::Tensor& input_ids, const at::Tensor& a
   pos = pos.masked_fill(new_mask.eq(0), 1);
   if (positions_out) *positions_out = pos;
 
-  if (inv_freq.defined()) {
-    at::Tensor freqs = pos.to(at::kFloat).unsqueeze(-1) * inv_freq.to(dev).view({1, 1, -1});  // [B, T, D/2]
-    at::Tensor emb = at::cat({freqs, freqs}, -1);
-    st.cos = (emb.cos() * rope_attention_factor).to(dtype).unsqueeze(1);
-    st.sin = (emb.sin() * rope_attention_factor).to(dtype).unsqueeze(1);
-  }
+  if (inv_freq.defined()) set_rotary_tables(st, pos, inv_freq, rope_attention_factor, dtype);
 
   if (padded) st.valid = new_mask.reshape({-1}).to(at::kBool);
 

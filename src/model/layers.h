@@ -92,6 +92,13 @@ ForwardState make_forward_state(const at::Tensor& input_ids, const at::Tensor& a
                                 const at::Tensor& inv_freq, double rope_attention_factor, int64_t window,
                                 at::ScalarType dtype, at::Tensor* positions_out = nullptr);
 
+// The same for one packed pass without a cache: several sequences share a row (e.g. a question's
+// context followed by each answer, every answer attending to the context and to itself only).
+// `positions` [B, T] int64 are the rotary / learned positions, `allowed` [B, T, T] bool says which
+// key each query may attend to (a padding query must at least attend to itself).
+ForwardState make_packed_forward_state(const at::Tensor& positions, const at::Tensor& allowed, const at::Tensor& inv_freq,
+                                       double rope_attention_factor, int64_t window, at::ScalarType dtype);
+
 // Rotate-half rotary embedding on [B, H, T, D].
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 

@@ -84,14 +84,21 @@ class LlamaModel : public Model {
   at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask, KvCache* cache) override {
     if (input_ids.dim() != 2) fail("input_ids must be [batch, seq]");
     if (cache && cache->num_layers() != cfg_.num_layers) fail("KV cache was made for another model");
-    const auto dev = device();
-    at::Tensor ids = input_ids.to(dev, at::kLong);
+    at::Tensor ids = input_ids.to(device(), at::kLong);
     at::Tensor h = model->embed_tokens->forward(ids);
     ForwardState st = make_forward_state(ids, attention_mask, cache, inv_freq_, 1.0, max_window_, h.scalar_type());
-    st.hooks = active_hooks();
-    for (auto& layer : model->layers) h = layer->forward(h, st);
+    h = run_layers(h, st);
     if (cache) cache->commit(st.seq);
-    return model->norm->forward(h);
+    return h;
+  }
+
+  at::Tensor forward_hidden_packed(const at::Tensor& input_ids, const at::Tensor& positions,
+                                   const at::Tensor& allowed) override {
+    const auto dev = device();
+    at::Tensor h = model->embed_tokens->forward(input_ids.to(dev, at::kLong));
+    ForwardState st = make_packed_forward_state(positions.to(dev, at::kLong), allowed.to(dev), inv_freq_, 1.0,
+                                                max_window_, h.scalar_type());
+    return run_layers(h, st);
   }
 
   void after_optimizer_step() override {
@@ -112,6 +119,12 @@ class LlamaModel : public Model {
   }
 
  private:
+  at::Tensor run_layers(at::Tensor h, ForwardState& st) {
+    st.hooks = active_hooks();
+    for (auto& layer : model->layers) h = layer->forward(h, st);
+    return model->norm->forward(h);
+  }
+
   std::shared_ptr<LlamaBody> model;
   std::shared_ptr<Linear> lm_head_;
   at::Tensor inv_freq_;

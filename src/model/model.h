@@ -52,6 +52,10 @@ class Model : public torch::nn::Module {
   // Hidden states after the final norm [B, T, H] (model dtype); lm_head() maps them to fp32 logits.
   virtual at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                                     KvCache* cache = nullptr) = 0;
+  // One cache-free pass over packed rows (make_packed_forward_state in layers.h): positions
+  // [B, T] int64 and which keys each query may attend to, allowed [B, T, T] bool.
+  virtual at::Tensor forward_hidden_packed(const at::Tensor& input_ids, const at::Tensor& positions,
+                                           const at::Tensor& allowed) = 0;
   virtual at::Tensor lm_head(const at::Tensor& hidden) = 0;
 
   KvCache make_cache(int64_t capacity = 0) const { return KvCache(cfg_.num_layers, capacity); }
