@@ -1,9 +1,10 @@
 // Evaluator speed (issue 6): requests per second with shared-context scoring vs scoring every choice
 // as its own row, same model, same requests, same run. Task: the ARC-Easy documents of
 // tests/data/benchmarks (4-choice questions, 3- and 5-choice ones included), tokenized word-wise.
-// Model: a fixed random causal transformer in libtorch with the reference-model proportions of
-// design.md (hidden 256, FFN 1024, 4 layers, 8 heads, vocabulary 8192), fp32, whose shared-context
-// path packs a question's context and all its choices into one row with a tree-shaped attention mask.
+// Model: the real runtime and scorer (mf::Model + TransformerScorer, what `moeforge eval` runs) on a
+// random Llama with the reference-model proportions of design.md (hidden 256, FFN 1024, 4 layers,
+// 8 heads, vocabulary 8192), fp32. The shared path packs a question's context and all its choices
+// into one row with a tree-shaped attention mask (Model::forward_hidden_packed).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -13,153 +14,54 @@
 
 #include "../tests/eval_fakes.h"
 #include "eval/engine.h"
+#include "eval/model_scorer.h"
 #include "eval/registry.h"
 #include "eval/requests.h"
-#include "util/compat.h"
+#include "model/model.h"
 
 namespace {
 
 using namespace mf::eval;
 
-class TinyTransformer : public LoglikelihoodModel {
+constexpr int64_t kVocab = 8192;
+
+// The word-wise test tokenizer's ids folded into the model's vocabulary.
+class FoldedVocab : public LoglikelihoodModel {
  public:
-  TinyTransformer() {
-    torch::manual_seed(1234);
-    emb_ = torch::randn({V, D}) * 0.05;
-    pos_ = torch::randn({kMax, D}) * 0.02;
-    for (int l = 0; l < L; ++l) {
-      wqkv_.push_back(torch::randn({D, 3 * D}) / std::sqrt(double(D)));
-      wo_.push_back(torch::randn({D, D}) / std::sqrt(double(D)));
-      w1_.push_back(torch::randn({D, F}) / std::sqrt(double(D)));
-      w2_.push_back(torch::randn({F, D}) / std::sqrt(double(F)));
-    }
-  }
-  int64_t max_length() const override { return kMax; }
-
+  FoldedVocab() : scorer_(make_model(), 512) {}
+  int64_t max_length() const override { return scorer_.max_length(); }
   std::vector<TokenScore> score(const std::vector<ScoreRow>& rows) override {
-    torch::NoGradGuard ng;
-    const int64_t B = static_cast<int64_t>(rows.size());
-    int64_t T = 0;
-    for (const auto& r : rows) T = std::max<int64_t>(T, static_cast<int64_t>(r.input.size()));
-    auto ids = torch::zeros({B, T}, torch::kLong);
-    auto acc = ids.accessor<int64_t, 2>();
-    for (int64_t b = 0; b < B; ++b)
-      for (size_t t = 0; t < rows[b].input.size(); ++t) acc[b][static_cast<int64_t>(t)] = rows[b].input[t] % V;
-    auto positions = torch::arange(T).unsqueeze(0).expand({B, T});
-    auto h = forward(ids, positions, at::Tensor(), /*causal=*/true);
-    std::vector<int64_t> rb, rt, tg;
-    std::vector<size_t> owner;
-    for (int64_t b = 0; b < B; ++b) {
-      const auto& r = rows[b];
-      const size_t start = r.input.size() - r.targets.size();
-      for (size_t k = 0; k < r.targets.size(); ++k) {
-        rb.push_back(b);
-        rt.push_back(static_cast<int64_t>(start + k));
-        tg.push_back(r.targets[k] % V);
-        owner.push_back(static_cast<size_t>(b));
-      }
+    std::vector<ScoreRow> r = rows;
+    for (auto& row : r) {
+      fold(row.input);
+      fold(row.targets);
     }
-    std::vector<TokenScore> out(rows.size());
-    collect(h.index({torch::tensor(rb), torch::tensor(rt)}), tg, owner, out);
-    return out;
+    return scorer_.score(r);
   }
-
-  // Shared contexts as one packed "tree" row per group: prefix, then every continuation's input tokens
-  // (c[:-1]) one after the other, each attending to the prefix and to its own earlier tokens only, with
-  // positions continuing after the prefix. One forward pass, P + sum(|c| - 1) tokens per group.
   std::vector<std::vector<TokenScore>> score_shared(const std::vector<SharedGroup>& groups) override {
-    torch::NoGradGuard ng;
-    const int64_t G = static_cast<int64_t>(groups.size());
-    std::vector<int64_t> len(static_cast<size_t>(G));
-    int64_t T = 0;
-    for (int64_t g = 0; g < G; ++g) {
-      int64_t n = static_cast<int64_t>(groups[g].prefix.size());
-      for (const auto& c : groups[g].continuations) n += static_cast<int64_t>(c.size()) - 1;
-      len[g] = n;
-      T = std::max(T, n);
+    std::vector<SharedGroup> g = groups;
+    for (auto& grp : g) {
+      fold(grp.prefix);
+      for (auto& c : grp.continuations) fold(c);
     }
-    auto ids = torch::zeros({G, T}, torch::kLong);
-    auto pos = torch::zeros({G, T}, torch::kLong);
-    auto mask = torch::full({G, 1, T, T}, -INFINITY);
-    auto ia = ids.accessor<int64_t, 2>();
-    auto pa = pos.accessor<int64_t, 2>();
-    auto ma = mask.accessor<float, 4>();
-    std::vector<int64_t> rb, rt, tg;
-    std::vector<size_t> owner;
-    std::vector<std::vector<TokenScore>> out(groups.size());
-    size_t flat_index = 0;
-    for (int64_t g = 0; g < G; ++g) {
-      const auto& pre = groups[g].prefix;
-      const int64_t P = static_cast<int64_t>(pre.size());
-      for (int64_t i = 0; i < P; ++i) {
-        ia[g][i] = pre[static_cast<size_t>(i)] % V;
-        pa[g][i] = i;
-        for (int64_t k = 0; k <= i; ++k) ma[g][0][i][k] = 0.f;
-      }
-      for (int64_t i = P; i < T; ++i) ma[g][0][i][i] = 0.f;  // padding rows: attend to themselves
-      int64_t at = P;
-      out[g].resize(groups[g].continuations.size());
-      for (const auto& c : groups[g].continuations) {
-        const int64_t n = static_cast<int64_t>(c.size()) - 1;
-        for (int64_t j = 0; j < n; ++j) {
-          ia[g][at + j] = c[static_cast<size_t>(j)] % V;
-          pa[g][at + j] = std::min<int64_t>(P + j, kMax - 1);
-          for (int64_t k = 0; k < P; ++k) ma[g][0][at + j][k] = 0.f;
-          for (int64_t k = 0; k <= j; ++k) ma[g][0][at + j][at + k] = 0.f;
-        }
-        // Target k is predicted at the prefix's last position (k = 0) or at the continuation's token k-1.
-        for (size_t k = 0; k < c.size(); ++k) {
-          rb.push_back(g);
-          rt.push_back(k == 0 ? P - 1 : at + static_cast<int64_t>(k) - 1);
-          tg.push_back(c[k] % V);
-          owner.push_back(flat_index);
-        }
-        ++flat_index;
-        at += n;
-      }
-    }
-    auto h = forward(ids, pos, mask, false);
-    std::vector<TokenScore> flat(flat_index);
-    collect(h.index({torch::tensor(rb), torch::tensor(rt)}), tg, owner, flat);
-    size_t r = 0;
-    for (auto& o : out)
-      for (auto& sc : o) sc = flat[r++];
-    return out;
+    return scorer_.score_shared(g);
   }
 
  private:
-  static constexpr int64_t V = 8192, D = 256, F = 1024, L = 4, H = 8, kMax = 512;
-
-  // Sums log-probabilities of `targets` at the hidden rows `h` into out[owner[i]].
-  void collect(const at::Tensor& h, const std::vector<int64_t>& targets, const std::vector<size_t>& owner,
-               std::vector<TokenScore>& out) {
-    auto logp = torch::log_softmax(torch::mm(at::layer_norm(h, {D}), emb_.t()), -1);
-    auto t = torch::tensor(targets);
-    auto lp = logp.gather(1, t.unsqueeze(1)).squeeze(1);
-    auto greedy = logp.argmax(1).eq(t);
-    auto lpa = lp.accessor<float, 1>();
-    auto ga = greedy.accessor<bool, 1>();
-    for (size_t i = 0; i < owner.size(); ++i) {
-      out[owner[i]].logprob += lpa[static_cast<int64_t>(i)];
-      out[owner[i]].greedy = out[owner[i]].greedy && ga[static_cast<int64_t>(i)];
-    }
+  static std::shared_ptr<mf::Model> make_model() {
+    mf::json j = {{"model_type", "llama"},     {"vocab_size", kVocab},   {"hidden_size", 256},
+                  {"intermediate_size", 1024}, {"num_hidden_layers", 4}, {"num_attention_heads", 8},
+                  {"max_position_embeddings", 512}};
+    auto m = mf::Model::create(mf::parse_model_config(j, "bench"));
+    m->init_random(1234, 0.05);
+    m->eval();
+    return m;
   }
-
-  at::Tensor forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask, bool causal) {
-    const int64_t B = ids.size(0), T = ids.size(1), dh = D / H;
-    auto x = emb_.index_select(0, ids.reshape(-1)).view({B, T, D}) +
-             pos_.index_select(0, positions.reshape(-1)).view({B, T, D});
-    for (int l = 0; l < L; ++l) {
-      auto qkv = torch::matmul(at::layer_norm(x, {D}), wqkv_[l]).view({B, T, 3, H, dh}).permute({2, 0, 3, 1, 4});
-      auto a = mf::sdpa(qkv[0], qkv[1], qkv[2], mask, causal).permute({0, 2, 1, 3}).reshape({B, T, D});
-      x = x + torch::matmul(a, wo_[l]);
-      x = x + torch::matmul(torch::gelu(torch::matmul(at::layer_norm(x, {D}), w1_[l])), w2_[l]);
-    }
-    return x;
+  template <typename V>
+  static void fold(V& ids) {
+    for (auto& t : ids) t = static_cast<typename V::value_type>(t % kVocab);
   }
-
-  at::Tensor emb_, pos_;
-  std::vector<at::Tensor> wqkv_, wo_, w1_, w2_;
+  TransformerScorer scorer_;
 };
 
 std::vector<TokenRequest> arc_requests() {
@@ -178,7 +80,7 @@ std::vector<TokenRequest> arc_requests() {
 
 void BM_EvalArcScoring(benchmark::State& state) {
   const bool shared = state.range(0) != 0;
-  static TinyTransformer model;
+  static FoldedVocab model;
   static const std::vector<TokenRequest> reqs = arc_requests();
   EngineOptions opt;
   opt.progress = false;
