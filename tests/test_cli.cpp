@@ -1,30 +1,16 @@
 // End-to-end tests of the moeforge binary: exit codes and the one-line error contract.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
-#include <string>
-#include <sys/wait.h>
-
 #include <nlohmann/json.hpp>
+#include <string>
+
+#include "test_helpers.h"
 
 namespace {
 
-struct Run {
-  int code;
-  std::string out;  // stdout + stderr
-};
+using Run = mf::testing_helpers::CliRun;
 
-Run run(const std::string& args) {
-  std::string cmd = std::string(MOEFORGE_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+Run run(const std::string& args) { return mf::testing_helpers::run_moeforge(args, /*merge_stderr=*/true); }
 
 }  // namespace
 

@@ -15,27 +15,15 @@
 #include "tokenizer/tokenizer.h"
 #include "util/fs.h"
 #include "util/json.h"
+#include "test_helpers.h"
 
 using namespace mf;
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
+using mf::testing_helpers::CliRun;
 
-CliRun run(const std::string& args) {
-  const std::string err_file = ::testing::TempDir() + "/mf_model_cli_stderr.txt";
-  std::string cmd = std::string(MOEFORGE_BIN) + " -q " + args + " 2>" + err_file;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, read_file(err_file)};
-}
+CliRun run(const std::string& args) { return mf::testing_helpers::run_moeforge("-q " + args); }
 
 // A 1-layer GPT-2 with the real 50257-token vocabulary, written once per test binary run.
 const std::string& tiny_gpt2_dir() {

@@ -306,22 +306,9 @@ TEST(ProfileLayers, PythonStyleRanges) {
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
+using mf::testing_helpers::CliRun;
 
-CliRun run_cli(const std::string& args) {
-  const std::string err_file = ::testing::TempDir() + "/mf_profile_cli_stderr.txt";
-  std::string cmd = std::string(MOEFORGE_BIN) + " -q " + args + " 2>" + err_file;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, read_file(err_file)};
-}
+CliRun run_cli(const std::string& args) { return mf::testing_helpers::run_moeforge("-q " + args); }
 
 // A 2-layer Llama with the Llama-2 SentencePiece tokenizer (tests/data/tokenizers/llama2-spm).
 const std::string& tiny_llama_dir() {

@@ -1,35 +1,20 @@
 #include "eval/jsonl.h"
 
-#include <fstream>
-
-#include "util/error.h"
+#include "util/json.h"
 
 namespace mf::eval {
 
 std::vector<Doc> load_jsonl(const std::string& path, int64_t limit) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_file(path, "cannot open file");
   std::vector<Doc> docs;
-  std::string line;
-  int64_t lineno = 0;
-  while ((limit < 0 || static_cast<int64_t>(docs.size()) < limit) && std::getline(in, line)) {
-    ++lineno;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string origin = path + ":" + std::to_string(lineno);
+  if (limit == 0) return docs;
+  for_each_jsonl_object(path, [&](const json& j, int64_t line) {
     Doc doc;
-    try {
-      doc.value = json::parse(line);
-    } catch (const json::parse_error& e) {
-      std::string what = e.what();
-      auto pos = what.find("] ");
-      fail(origin + ": invalid JSON: " + one_line(pos == std::string::npos ? what : what.substr(pos + 2)));
-    }
-    if (!doc.value.is_object()) fail(origin + ": expected a JSON object");
+    doc.value = j;
     doc.file = path;
-    doc.line = lineno;
+    doc.line = line;
     docs.push_back(std::move(doc));
-  }
+    return limit < 0 || static_cast<int64_t>(docs.size()) < limit;
+  });
   return docs;
 }
 

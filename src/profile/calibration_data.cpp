@@ -1,39 +1,21 @@
 #include "profile/calibration_data.h"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/str.h"
 
 namespace mf {
 
 std::vector<CalibrationDoc> read_calibration_jsonl(const std::string& path, const std::string& domain_field,
                                                    bool required_domain) {
-  const std::string content = read_file(path);
   const std::string field = domain_field.empty() ? "domain" : domain_field;
   std::vector<CalibrationDoc> docs;
-  size_t begin = 0;
-  int64_t line_no = 0;
-  while (begin < content.size()) {
-    size_t end = content.find('\n', begin);
-    if (end == std::string::npos) end = content.size();
-    ++line_no;
-    std::string_view line(content.data() + begin, end - begin);
-    begin = end + 1;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+  for_each_jsonl_object(path, [&](const json& j, int64_t line_no) {
     auto where = [&](const std::string& what) { fail(cat(path, ":", line_no, ": ", what)); };
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      std::string what = e.what();
-      auto pos = what.find("] ");
-      where("invalid JSON: " + one_line(pos == std::string::npos ? what : what.substr(pos + 2)));
-    }
-    if (!j.is_object()) where("expected a JSON object");
     CalibrationDoc doc;
     doc.line = line_no;
     auto text = j.find("text");
@@ -64,7 +46,8 @@ std::vector<CalibrationDoc> read_calibration_jsonl(const std::string& path, cons
       where(cat("no field '", field, "' (--domain-field)"));
     }
     docs.push_back(std::move(doc));
-  }
+    return true;
+  });
   if (docs.empty()) fail_file(path, "no documents (expected JSONL lines with a 'text' field)");
   return docs;
 }

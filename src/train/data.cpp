@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <memory>
-#include <nlohmann/json.hpp>
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/progress.h"
 #include "util/rng.h"
 #include "util/str.h"
@@ -13,27 +13,9 @@
 namespace mf {
 
 std::vector<TextDocument> read_documents_jsonl(const std::string& path) {
-  const std::string content = read_file(path);
   std::vector<TextDocument> docs;
-  size_t begin = 0;
-  int64_t line_no = 0;
-  while (begin < content.size()) {
-    size_t end = content.find('\n', begin);
-    if (end == std::string::npos) end = content.size();
-    ++line_no;
-    std::string_view line(content.data() + begin, end - begin);
-    begin = end + 1;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    auto where = [&](const std::string& what) { fail(cat(path, ":", line_no, ": ", what)); };
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      std::string what = e.what();
-      auto pos = what.find("] ");
-      where("invalid JSON: " + one_line(pos == std::string::npos ? what : what.substr(pos + 2)));
-    }
-    if (!j.is_object()) where("expected a JSON object");
+  for_each_jsonl_object(path, [&](const json& j, int64_t line) {
+    auto where = [&](const std::string& what) { fail(cat(path, ":", line, ": ", what)); };
     auto text = j.find("text");
     if (text == j.end()) where("missing key 'text'");
     if (!text->is_string()) where("key 'text' must be a string");
@@ -44,7 +26,8 @@ std::vector<TextDocument> read_documents_jsonl(const std::string& path) {
       doc.domain = domain->get<std::string>();
     }
     docs.push_back(std::move(doc));
-  }
+    return true;
+  });
   return docs;
 }
 

@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "io/safetensors.h"
+#include "train/recipe_config.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/hash.h"
@@ -15,27 +16,6 @@ namespace mf {
 
 namespace {
 
-std::string resolve(const std::string& base_dir, const std::string& p) {
-  if (p.empty() || p[0] == '/') return p;
-  return path_join(base_dir, p);
-}
-
-std::vector<std::string> string_list(const json& j, const std::string& key, const std::string& origin) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) fail_file(origin, "missing key 'training." + key + "'");
-  std::vector<std::string> out;
-  if (it->is_string()) out.push_back(it->get<std::string>());
-  else if (it->is_array()) {
-    for (const auto& e : *it) {
-      if (!e.is_string()) fail_file(origin, "key 'training." + key + "' must be a string or a list of strings");
-      out.push_back(e.get<std::string>());
-    }
-  } else {
-    fail_file(origin, "key 'training." + key + "' must be a string or a list of strings");
-  }
-  if (out.empty()) fail_file(origin, "key 'training." + key + "' is empty");
-  return out;
-}
 
 const std::unordered_set<std::string>& known_training_keys() {
   static const std::unordered_set<std::string> keys = {
@@ -101,45 +81,17 @@ PretrainConfig load_pretrain_config(const std::string& path) {
   o.schedule.lr = json_get<double>(t, "lr", path);
   o.schedule.min_lr = json_get_or<double>(t, "min_lr", o.schedule.lr * 0.1, path);
   o.schedule.warmup_steps = json_get_or<int64_t>(t, "warmup_steps", 0, path);
-  o.adamw.weight_decay = json_get_or<double>(t, "weight_decay", 0.1, path);
-  o.adamw.eps = json_get_or<double>(t, "eps", 1e-8, path);
-  if (t.contains("betas")) {
-    const json& b = t["betas"];
-    if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number())
-      fail_file(path, "training.betas must be a list of two numbers");
-    o.adamw.beta1 = b[0].get<double>();
-    o.adamw.beta2 = b[1].get<double>();
-  }
-  o.clip = json_get_or<double>(t, "clip", 1.0, path);
-  o.bf16 = json_get_or<bool>(t, "bf16", true, path);
-  o.eval_every = json_get_or<int64_t>(t, "eval_every", 0, path);
-  o.eval_batches = json_get_or<int64_t>(t, "eval_batches", 8, path);
-  o.save_every = json_get_or<int64_t>(t, "save_every", 0, path);
-  o.keep_checkpoints = json_get_or<int64_t>(t, "keep_checkpoints", 2, path);
-  o.seed = static_cast<uint64_t>(json_get_or<int64_t>(t, "seed", 0, path));
-  if (t.contains("no_decay_names")) o.no_decay_names = string_list(t, "no_decay_names", path);
-  for (auto [key, v] : {std::pair<const char*, int64_t>{"batch_size", o.batch_size},
-                        {"grad_accum", o.grad_accum},
-                        {"max_steps", o.max_steps}})
-    if (v <= 0) fail_file(path, cat("training.", key, " must be positive"));
-  for (auto [key, v] : {std::pair<const char*, int64_t>{"warmup_steps", o.schedule.warmup_steps},
-                        {"eval_every", o.eval_every},
-                        {"save_every", o.save_every},
-                        {"keep_checkpoints", o.keep_checkpoints}})
-    if (v < 0) fail_file(path, cat("training.", key, " must not be negative"));
-  if (!(o.schedule.lr > 0)) fail_file(path, "training.lr must be positive");
-  if (o.schedule.min_lr < 0 || o.schedule.min_lr > o.schedule.lr)
-    fail_file(path, "training.min_lr must lie in [0, lr]");
+  o.bf16 = true;
+  read_shared_training_keys(t, path, o);
+  if (t.contains("no_decay_names")) o.no_decay_names = config_string_list(t, "no_decay_names", "training", path);
+  if (o.max_steps <= 0) fail_file(path, "training.max_steps must be positive");
   if (o.schedule.warmup_steps > o.max_steps) fail_file(path, "training.warmup_steps exceeds max_steps");
-  if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1 && o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
-    fail_file(path, "training.betas must lie in [0, 1)");
-  if (o.adamw.weight_decay < 0) fail_file(path, "training.weight_decay must not be negative");
 
-  for (const auto& f : string_list(t, "train_data", path)) c.train_files.push_back(resolve(base, f));
+  for (const auto& f : config_string_list(t, "train_data", "training", path)) c.train_files.push_back(resolve_config_path(base, f));
   if (t.contains("validation_data"))
-    for (const auto& f : string_list(t, "validation_data", path)) c.validation_files.push_back(resolve(base, f));
-  c.tokenizer = resolve(base, json_get<std::string>(t, "tokenizer", path));
-  o.out_dir = resolve(base, json_get_or<std::string>(t, "output_dir", "", path));
+    for (const auto& f : config_string_list(t, "validation_data", "training", path)) c.validation_files.push_back(resolve_config_path(base, f));
+  c.tokenizer = resolve_config_path(base, json_get<std::string>(t, "tokenizer", path));
+  o.out_dir = resolve_config_path(base, json_get_or<std::string>(t, "output_dir", "", path));
   return c;
 }
 

@@ -8,6 +8,7 @@
 #include "model/layers.h"
 #include "moe/routers/selection.h"
 #include "tokenizer/tokenizer.h"
+#include "train/recipe_config.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/hash.h"
@@ -19,31 +20,6 @@
 namespace mf {
 
 namespace {
-
-std::string resolve(const std::string& base_dir, const std::string& p) {
-  if (p.empty() || p[0] == '/') return p;
-  return path_join(base_dir, p);
-}
-
-std::vector<std::string> string_list(const json& j, const std::string& key, const std::string& section,
-                                     const std::string& origin) {
-  const std::string full = section + "." + key;
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) fail_file(origin, "missing key '" + full + "'");
-  std::vector<std::string> out;
-  if (it->is_string()) {
-    out.push_back(it->get<std::string>());
-  } else if (it->is_array()) {
-    for (const auto& e : *it) {
-      if (!e.is_string()) fail_file(origin, "key '" + full + "' must be a string or a list of strings");
-      out.push_back(e.get<std::string>());
-    }
-  } else {
-    fail_file(origin, "key '" + full + "' must be a string or a list of strings");
-  }
-  if (out.empty()) fail_file(origin, "key '" + full + "' is empty");
-  return out;
-}
 
 void check_keys(const json& j, const std::string& section, const std::unordered_set<std::string>& known,
                 const std::string& origin) {
@@ -81,25 +57,9 @@ struct JsonlExample {
 };
 
 std::vector<JsonlExample> read_examples(const std::string& path) {
-  const std::string content = read_file(path);
   std::vector<JsonlExample> out;
-  size_t begin = 0;
-  int64_t line_no = 0;
-  while (begin < content.size()) {
-    size_t end = content.find('\n', begin);
-    if (end == std::string::npos) end = content.size();
-    ++line_no;
-    std::string line = content.substr(begin, end - begin);
-    begin = end + 1;
-    if (trim(line).empty()) continue;
+  for_each_jsonl_object(path, [&](const json& j, int64_t line_no) {
     auto where = [&](const std::string& what) { fail(cat(path, ":", line_no, ": ", what)); };
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::parse_error&) {
-      where("invalid JSON");
-    }
-    if (!j.is_object()) where("expected a JSON object");
     JsonlExample ex;
     auto str = [&](const char* key, std::string& dst) {
       auto it = j.find(key);
@@ -118,7 +78,8 @@ std::vector<JsonlExample> read_examples(const std::string& path) {
       ex.domain = domain;
     }
     out.push_back(std::move(ex));
-  }
+    return true;
+  });
   return out;
 }
 
@@ -174,7 +135,7 @@ RouterRecipeConfig load_router_config(const std::string& path) {
   RouterRecipeConfig c;
   c.path = path;
   const std::string base = parent_dir(path).empty() ? "." : parent_dir(path);
-  if (root.contains("model")) c.model_dir = resolve(base, json_get<std::string>(root, "model", path));
+  if (root.contains("model")) c.model_dir = resolve_config_path(base, json_get<std::string>(root, "model", path));
   if (!root.contains("training") || !root["training"].is_object()) fail_file(path, "missing object 'training'");
   const json& t = root["training"];
   check_keys(t, "training",
@@ -199,46 +160,21 @@ RouterRecipeConfig load_router_config(const std::string& path) {
   c.warmup_steps_given = t.contains("warmup_steps");
   o.schedule.warmup_steps = json_get_or<int64_t>(t, "warmup_steps", 0, path);
   // HF TrainingArguments / torch AdamW defaults, as LLaMA-Factory runs them.
-  o.adamw.weight_decay = json_get_or<double>(t, "weight_decay", 0.0, path);
+  o.adamw.weight_decay = 0.0;
   o.adamw.beta1 = 0.9;
   o.adamw.beta2 = 0.999;
-  o.adamw.eps = json_get_or<double>(t, "eps", 1e-8, path);
-  if (t.contains("betas")) {
-    const json& b = t["betas"];
-    if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number())
-      fail_file(path, "training.betas must be a list of two numbers");
-    o.adamw.beta1 = b[0].get<double>();
-    o.adamw.beta2 = b[1].get<double>();
-  }
-  o.clip = json_get_or<double>(t, "clip", 1.0, path);
-  o.bf16 = json_get_or<bool>(t, "bf16", true, path);
-  o.eval_every = json_get_or<int64_t>(t, "eval_every", 0, path);
-  o.eval_batches = json_get_or<int64_t>(t, "eval_batches", 8, path);
-  o.save_every = json_get_or<int64_t>(t, "save_every", 200, path);
-  o.keep_checkpoints = json_get_or<int64_t>(t, "keep_checkpoints", 2, path);
-  o.seed = static_cast<uint64_t>(json_get_or<int64_t>(t, "seed", 42, path));
-  for (auto [key, v] : {std::pair<const char*, int64_t>{"seq_len", c.seq_len},
-                        {"batch_size", o.batch_size},
-                        {"grad_accum", o.grad_accum}})
-    if (v <= 0) fail_file(path, cat("training.", key, " must be positive"));
-  for (auto [key, v] : {std::pair<const char*, int64_t>{"warmup_steps", o.schedule.warmup_steps},
-                        {"eval_every", o.eval_every},
-                        {"save_every", o.save_every},
-                        {"keep_checkpoints", o.keep_checkpoints}})
-    if (v < 0) fail_file(path, cat("training.", key, " must not be negative"));
-  if (!(o.schedule.lr > 0)) fail_file(path, "training.lr must be positive");
-  if (o.schedule.min_lr < 0 || o.schedule.min_lr > o.schedule.lr)
-    fail_file(path, "training.min_lr must lie in [0, lr]");
+  o.bf16 = true;
+  o.save_every = 200;
+  o.seed = 42;
+  read_shared_training_keys(t, path, o);
+  if (c.seq_len <= 0) fail_file(path, "training.seq_len must be positive");
   if (!(c.warmup_ratio >= 0 && c.warmup_ratio <= 1)) fail_file(path, "training.warmup_ratio must lie in [0, 1]");
-  if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1 && o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
-    fail_file(path, "training.betas must lie in [0, 1)");
-  if (o.adamw.weight_decay < 0) fail_file(path, "training.weight_decay must not be negative");
-  for (const auto& f : string_list(t, "train_data", "training", path)) c.train_files.push_back(resolve(base, f));
+  for (const auto& f : config_string_list(t, "train_data", "training", path)) c.train_files.push_back(resolve_config_path(base, f));
   if (t.contains("validation_data"))
-    for (const auto& f : string_list(t, "validation_data", "training", path))
-      c.validation_files.push_back(resolve(base, f));
-  c.tokenizer = resolve(base, json_get_or<std::string>(t, "tokenizer", "", path));
-  o.out_dir = resolve(base, json_get_or<std::string>(t, "output_dir", "", path));
+    for (const auto& f : config_string_list(t, "validation_data", "training", path))
+      c.validation_files.push_back(resolve_config_path(base, f));
+  c.tokenizer = resolve_config_path(base, json_get_or<std::string>(t, "tokenizer", "", path));
+  o.out_dir = resolve_config_path(base, json_get_or<std::string>(t, "output_dir", "", path));
 
   const json& r = section(root, "router", path);
   check_keys(r, "router", {"balance_loss", "balance_coef", "balance_scale", "train"}, path);
@@ -259,7 +195,7 @@ RouterRecipeConfig load_router_config(const std::string& path) {
   c.lora.r = json_get_or<int64_t>(l, "r", 8, path);
   c.lora.alpha = json_get_or<double>(l, "alpha", 2.0 * static_cast<double>(c.lora.r), path);
   c.lora.dropout = json_get_or<double>(l, "dropout", 0.05, path);
-  if (l.contains("targets")) c.lora.targets = string_list(l, "targets", "lora", path);
+  if (l.contains("targets")) c.lora.targets = config_string_list(l, "targets", "lora", path);
   c.lora.seed = o.seed;
   if (c.lora.r <= 0) fail_file(path, "lora.r must be positive");
   if (!(c.lora.dropout >= 0 && c.lora.dropout < 1)) fail_file(path, "lora.dropout must lie in [0, 1)");

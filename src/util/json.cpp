@@ -1,5 +1,7 @@
 #include "util/json.h"
 
+#include <fstream>
+
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -17,6 +19,20 @@ json parse_json(const std::string& text, const std::string& origin) {
 }
 
 json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
+
+void for_each_jsonl_object(const std::string& path, const std::function<bool(const json&, int64_t)>& fn) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_file(path, "cannot open file");
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::string origin = path + ":" + std::to_string(line_no);
+    const json j = parse_json(line, origin);
+    if (!j.is_object()) fail_file(origin, "expected a JSON object");
+    if (!fn(j, line_no)) return;
+  }
+}
 
 void write_json_file(const std::string& path, const json& value) { write_file_atomic(path, value.dump(2) + "\n"); }
 
