@@ -380,12 +380,8 @@ void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(n * esz, 1));
   at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
     std::vector<float> out((r1 - r0) * T);  // out[(r - r0) * T + t]
-    if (T == 1) {
-      dot_rows_one_x<BF16>(w, n, r0, r1, x, out.data());
-    } else {
-      for (int64_t r = r0; r < r1; ++r)
-        dot_rows<BF16>(static_cast<const char*>(w) + r * n * esz, n, xs.data(), T, out.data() + (r - r0) * T);
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      dot_rows<BF16>(static_cast<const char*>(w) + r * n * esz, n, xs.data(), T, out.data() + (r - r0) * T);
     for (int64_t r = r0; r < r1; ++r) {
       const float br = b ? b[r] : 0.f;
       for (int64_t t = 0; t < T; ++t) {
