@@ -317,16 +317,13 @@ ProfileData read_profile(const std::string& dir) {
     p.layers.push_back(std::move(d));
   }
   if (path_exists(dj)) {
-    const std::string content = read_file(dj);
-    int64_t line_no = 0;
-    for (const auto& line : split(content, '\n')) {
-      ++line_no;
-      if (trim(line).empty()) continue;
-      json j = parse_json(line, cat(dj, ":", line_no));
-      const int64_t domain = json_get<int64_t>(j, "domain", cat(dj, ":", line_no));
-      if (domain < 0 || domain >= D) fail_file(cat(dj, ":", line_no), cat("domain ", domain, " out of range"));
+    for_each_jsonl_object(dj, [&](const json& j, int64_t line_no) {
+      const std::string origin = cat(dj, ":", line_no);
+      const int64_t domain = json_get<int64_t>(j, "domain", origin);
+      if (domain < 0 || domain >= D) fail_file(origin, cat("domain ", domain, " out of range"));
       p.document_domains.push_back(static_cast<int32_t>(domain));
-    }
+      return true;
+    });
   }
   return p;
 }
