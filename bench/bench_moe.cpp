@@ -34,7 +34,10 @@ struct Olmoe {
     w_in = (at::randn({E, 2 * F, kD}) * 0.02).to(at::kBFloat16);
     w_out = (at::randn({E, kD, F}) * 0.02).to(at::kBFloat16);
     router = at::randn({E, kD}) * 0.02;
-    layer = make_olmoe_moe(router, expert_bank_from_fused(w_in, w_out), K);
+    SelectionConfig sel;  // OLMoE: softmax top-8, no renormalisation
+    sel.k = K;
+    sel.gate = GateMode::Prob;
+    layer = MoELayer(expert_bank_from_fused(w_in, w_out), LinearRouter(router, sel).ptr());
     layer->eval();
   }
   static Olmoe& get() {

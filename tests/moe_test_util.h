@@ -8,7 +8,22 @@
 #include <numeric>
 #include <vector>
 
+#include "moe/moe_layer.h"
+#include "moe/routers/linear_router.h"
+
 namespace mf::moe::testing {
+
+// An MoE layer with a softmax top-k linear router of weight rw [E, d] (renormalised or not, as
+// Mixtral and OLMoE), and optionally a sigmoid-gated shared expert (Qwen2-MoE).
+inline MoELayer softmax_topk_layer(const at::Tensor& rw, ExpertBank bank, int64_t k, bool renorm,
+                                   ExpertBank shared = nullptr, const at::Tensor& shared_gate = {}) {
+  SelectionConfig sel;
+  sel.k = k;
+  sel.gate = renorm ? GateMode::Renorm : GateMode::Prob;
+  MoELayer layer(std::move(bank), LinearRouter(rw, sel).ptr());
+  if (shared) layer->set_shared_expert(std::move(shared), shared_gate);
+  return layer;
+}
 
 // SwiGLU expert in plain matmuls: x [d] -> [d].
 inline at::Tensor ref_swiglu(const at::Tensor& x, const at::Tensor& g, const at::Tensor& u, const at::Tensor& dn) {

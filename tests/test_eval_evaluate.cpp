@@ -96,3 +96,56 @@ TEST(EvalEvaluate, MmluGroupsAreSizeWeighted) {
   EXPECT_NE(table.find(" - mini"), std::string::npos);
   EXPECT_EQ(table.find("anatomy"), std::string::npos);
 }
+
+TEST(EvalEvaluate, BrokenTaskIsReportedAndTheOthersAreScored) {
+  // Three tasks, boolq's file broken on its second line: arc_easy and piqa are scored exactly as in a
+  // run without boolq; boolq is reported with its one-line reason and has no results.
+  const std::string dir = ::testing::TempDir() + "mf_eval_partial";
+  for (const char* f : {"arc_easy/test.jsonl", "piqa/validation.jsonl"}) {
+    make_dirs(parent_dir(dir + "/" + f));
+    copy_file(kData + "/" + f, dir + "/" + f);
+  }
+  make_dirs(dir + "/boolq");
+  const std::string bad = dir + "/boolq/validation.jsonl";
+  write_file_atomic(bad, R"({"question":"q","passage":"p","label":0})" "\n" R"({"question":"q","passage":)" "\n");
+  TaskRegistry reg = TaskRegistry::builtin();
+  PieceEncoder enc;
+  HistoryModel m1(512, 256), m2(512, 256);
+  EvalOptions opt;
+  opt.data_dir = dir;
+  opt.engine.progress = false;
+  opt.log_samples = true;
+  EvalReport r = evaluate(reg, {"arc_easy", "boolq", "piqa"}, enc, m1, opt);
+  ASSERT_EQ(r.failures.size(), 1u);
+  EXPECT_EQ(r.failures[0].task, "boolq");
+  EXPECT_EQ(r.failures[0].message.rfind(bad + ":2: invalid JSON", 0), 0u) << r.failures[0].message;
+  EXPECT_EQ(r.failures[0].message.find('\n'), std::string::npos);
+  ASSERT_EQ(r.results.size(), 2u);
+  EXPECT_EQ(r.results[0].name, "arc_easy");
+  EXPECT_EQ(r.results[1].name, "piqa");
+  EXPECT_EQ(r.data_files.count("boolq"), 0u);
+  EXPECT_EQ(r.configs.count("boolq"), 0u);
+  EXPECT_EQ(r.samples.count("boolq"), 0u);
+  EvalReport clean = evaluate(reg, {"arc_easy", "piqa"}, enc, m2, opt);
+  for (size_t i = 0; i < 2; ++i)
+    for (size_t k = 0; k < clean.results[i].metrics.size(); ++k)
+      EXPECT_EQ(r.results[i].metrics[k].value, clean.results[i].metrics[k].value) << clean.results[i].name;
+  auto j = results_json(r, json::object());
+  EXPECT_FALSE(j["results"].contains("boolq"));
+  EXPECT_FALSE(j["n-samples"].contains("boolq"));
+  EXPECT_EQ(j["failed_tasks"]["boolq"], r.failures[0].message);
+  // A missing file is a failure of its task too; a group with a failed task is not aggregated.
+  const std::string mdir = ::testing::TempDir() + "mf_eval_partial_group";
+  make_dirs(mdir + "/mmlu/anatomy");
+  write_file_atomic(mdir + "/mmlu/anatomy/test.jsonl",
+                    R"({"question":"q","subject":"anatomy","choices":["a","b","c","d"],"answer":1})" "\n");
+  reg.add_group({"pair", "", {"mmlu_anatomy", "mmlu_astronomy"}, true, 1.0});
+  opt.data_dir = mdir;
+  EvalReport g = evaluate(reg, {"pair"}, enc, m1, opt);
+  ASSERT_EQ(g.failures.size(), 1u);
+  EXPECT_EQ(g.failures[0].message, mdir + "/mmlu/astronomy/test.jsonl: no such file (nor " + mdir +
+                                       "/mmlu/all/test.jsonl) for task 'mmlu_astronomy'");
+  ASSERT_EQ(g.results.size(), 1u);
+  EXPECT_EQ(g.results[0].name, "mmlu_anatomy");
+  EXPECT_TRUE(g.groups.empty());
+}

@@ -6,6 +6,7 @@
 
 #include "eval/metrics.h"
 #include "eval/report.h"
+#include "eval/requests.h"
 #include "eval/tasks/tasks.h"
 
 using namespace mf;
@@ -44,6 +45,21 @@ TEST(EvalMetrics, AccAccNormAccBytes) {
 TEST(EvalMetrics, ArgmaxTiesTakeTheFirst) {
   EXPECT_EQ(np_argmax({-1.0, -0.5, -0.5}), 1);
   EXPECT_EQ(np_argmax({-3.0}), 0);
+}
+
+TEST(EvalMetrics, StringTargetMatchingTwoChoicesTakesTheFirst) {
+  // lm-eval: gold = choices.index(target). Choices ["yes", "yes", "no"], target "yes" -> gold 0.
+  TaskDef t = mc_task({metric_acc()});
+  t.doc_to_text = [](const json&) { return TextOrIndex::of(std::string("Q?")); };
+  t.doc_to_choice = [](const json&) { return std::vector<std::string>{"yes", "yes", "no"}; };
+  t.doc_to_target = [](const json&) { return TextOrIndex::of(std::string("yes")); };
+  Instance inst = build_instance(t, Doc{json::object(), "hand.jsonl", 1}, 0);
+  EXPECT_EQ(inst.gold, 0);
+  EXPECT_EQ(inst.target, "yes");
+  // The two "yes" continuations score the same (-1.0) and beat "no" (-2.0): numpy's argmax takes
+  // choice 0, the gold, so acc is 1.0 (taking the last match, gold 1, gave 0.0).
+  auto items = compute_metric_items(t, {inst}, {{{-1.0, true}, {-1.0, true}, {-2.0, false}}});
+  EXPECT_EQ(items[0].values, (std::vector<double>{1.0}));
 }
 
 TEST(EvalMetrics, MeanAndStderrHandComputed) {
@@ -126,6 +142,32 @@ TEST(EvalMetrics, GroupSizeWeightedAndPooledStderr) {
   EXPECT_DOUBLE_EQ(r.metrics[0].stderr, std::sqrt(35.7 / 38.0 / 40.0));
 }
 
+TEST(EvalMetrics, NestedGroupPoolsItsLeafTasksNotItsSubgroups) {
+  // lm-eval >= 0.4.4 (the version docs/eval.md follows): mmlu pools its 57 subjects. Two categories
+  // with two subjects each; sizes n, stderrs se:
+  //   a: 10, 0.1   b: 30, 0.2   (category x)      c: 20, 0.15   d: 5, 0.3   (category y)
+  // leaves: sqrt( [9*10*0.01 + 29*30*0.04 + 19*20*0.0225 + 4*5*0.09] / (65 - 4) / 65 )
+  //       = sqrt( (0.9 + 34.8 + 8.55 + 1.8) / 61 / 65 ) = sqrt(46.05 / 61 / 65)
+  TaskResult a, b, c, d;
+  a.name = "a", a.samples = 10, a.metrics = {{"acc", 0.5, true, 0.1, true}};
+  b.name = "b", b.samples = 30, b.metrics = {{"acc", 0.8, true, 0.2, true}};
+  c.name = "c", c.samples = 20, c.metrics = {{"acc", 0.6, true, 0.15, true}};
+  d.name = "d", d.samples = 5, d.metrics = {{"acc", 0.2, true, 0.3, true}};
+  GroupDef top{"top", "", {"x", "y"}, true, 2.0};
+  TaskResult r = aggregate_group(top, {&a, &b, &c, &d});
+  ASSERT_EQ(r.metrics.size(), 1u);
+  EXPECT_EQ(r.samples, 65);
+  // value: (0.5*10 + 0.8*30 + 0.6*20 + 0.2*5) / 65 = 42 / 65 (the same through the categories)
+  EXPECT_DOUBLE_EQ(r.metrics[0].value, 42.0 / 65.0);
+  EXPECT_NEAR(r.metrics[0].stderr, std::sqrt(46.05 / 61.0 / 65.0), 1e-12);  // 0.107768843277...
+  // lm-eval 0.4.3 pooled the two categories instead; that number differs.
+  GroupDef gx{"x", "", {"a", "b"}, true, 2.0}, gy{"y", "", {"c", "d"}, true, 2.0};
+  TaskResult x = aggregate_group(gx, {&a, &b}), y = aggregate_group(gy, {&c, &d});
+  TaskResult by_category = aggregate_group(top, {&x, &y});
+  EXPECT_DOUBLE_EQ(by_category.metrics[0].value, 42.0 / 65.0);
+  EXPECT_GT(std::fabs(by_category.metrics[0].stderr - r.metrics[0].stderr), 5e-5);  // 0.107632 vs 0.107769
+}
+
 TEST(EvalReport, ConsoleTableLikeLmEval) {
   EvalReport rep;
   TaskResult t;
@@ -151,6 +193,9 @@ TEST(EvalReport, ResultsJsonKeys) {
   t.metrics = {{"perplexity", 3.5, true, 0.25, false}, {"acc", 0.6, false, 0.0, true}};
   rep.results.push_back(t);
   auto j = results_json(rep, {{"model", "m"}, {"model_sha256", "abc"}});
+  EXPECT_FALSE(j["results"]["lambada_openai"].contains("samples"));  // lm-eval >= 0.4.2: in n-samples
+  EXPECT_FALSE(j.contains("groups"));                                 // no group was run
+  EXPECT_TRUE(j["total_evaluation_time_seconds"].is_string());
   EXPECT_EQ(j["results"]["lambada_openai"]["perplexity,none"], 3.5);
   EXPECT_EQ(j["results"]["lambada_openai"]["perplexity_stderr,none"], 0.25);
   EXPECT_EQ(j["results"]["lambada_openai"]["acc_stderr,none"], "N/A");

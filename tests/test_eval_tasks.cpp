@@ -264,5 +264,7 @@ TEST(EvalTasks, MalformedInputErrorsNameFileAndLine) {
   write_file_atomic(pfile, R"({"goal":"g","sol1":"a","sol2":"b","label":2})" "\n");
   EXPECT_EQ(error_of([&] { file_instances("piqa", dir); }), pfile + ":1: gold index 2 out of range for 2 choices");
   EXPECT_EQ(error_of([&] { file_instances("boolq", dir); }),
-            "task 'boolq': no data file (looked for " + dir + "/boolq/validation.jsonl)");
+            dir + "/boolq/validation.jsonl: no such file for task 'boolq'");
+  EXPECT_EQ(error_of([&] { file_instances("mmlu_anatomy", dir); }),
+            dir + "/mmlu/anatomy/test.jsonl: no such file (nor " + dir + "/mmlu/all/test.jsonl) for task 'mmlu_anatomy'");
 }

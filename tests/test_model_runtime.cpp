@@ -255,9 +255,9 @@ TEST(ModelRuntime, MoeBlocksMatchPerTokenReference) {
       const at::Tensor ref = reference_moe(*blocks[i], x);
       {
         torch::NoGradGuard ng;
-        EXPECT_LE(max_diff(blocks[i]->forward(x, nullptr, 0, {}), ref), 1e-5) << i << " " << n;
+        EXPECT_LE(max_diff(blocks[i]->forward(x, FfnContext{}), ref), 1e-5) << i << " " << n;
       }
-      EXPECT_LE(max_diff(blocks[i]->forward(x, nullptr, 0, {}).detach(), ref), 1e-5) << i << " " << n;
+      EXPECT_LE(max_diff(blocks[i]->forward(x, FfnContext{}).detach(), ref), 1e-5) << i << " " << n;
     }
   }
 }

@@ -34,7 +34,7 @@ TEST(MoeAutograd, LayerGradientsMatchFiniteDifferences) {
   for (int variant = 0; variant < 3; ++variant) {
     ExpertBank bank(nullptr);
     if (variant == 2) {  // heterogeneous widths, GELU with biases
-      bank = ExpertBank(std::vector<at::Tensor>{at::randn({3, d}, at::kDouble), at::randn({5, d}, at::kDouble),
+      bank = std::make_shared<DenseExpertBankImpl>(std::vector<at::Tensor>{at::randn({3, d}, at::kDouble), at::randn({5, d}, at::kDouble),
                                                 at::randn({2, d}, at::kDouble)},
                         std::vector<at::Tensor>{at::randn({d, 3}, at::kDouble), at::randn({d, 5}, at::kDouble),
                                                 at::randn({d, 2}, at::kDouble)},

@@ -65,7 +65,7 @@ TEST(MoeLayer, HeterogeneousPartitionWithAllExpertsReproducesDenseFfn) {
   at::Tensor x = at::randn({20, d});
   at::Tensor dense = at::mm(at::silu(at::mm(x, G.t())) * at::mm(x, U.t()), D.t());
   auto parts = random_partition(sizes, 1);
-  ExpertBank bank = expert_bank_from_partition(G, U, D, parts, Act::SiLU);
+  DenseExpertBank bank = expert_bank_from_partition(G, U, D, parts, Act::SiLU);
   EXPECT_FALSE(bank->homogeneous());
   EXPECT_EQ(bank->total_width(), F);
   MoELayer layer(bank, LinearRouter(d, 5, unit_topk(5), ScoreFn::Softmax, RouterNoise{}, false, 1e-3).ptr());
@@ -84,7 +84,7 @@ TEST(MoeLayer, EmoeAvgKWithBiasSplitReproducesDenseGeluFfn) {
   at::Tensor x = at::randn({9, d});
   at::Tensor dense = at::linear(at::gelu(at::linear(x, W1, b1)), W2, b2);
   auto parts = random_partition({16, 16, 16, 16}, 3);
-  ExpertBank bank = expert_bank_from_partition(W1, at::Tensor(), W2, parts, Act::GELU, b1, b2, 1.0 / E);
+  DenseExpertBank bank = expert_bank_from_partition(W1, at::Tensor(), W2, parts, Act::GELU, b1, b2, 1.0 / E);
   EXPECT_TRUE(bank->homogeneous());
   SelectionConfig sel;
   sel.k = E;
@@ -119,8 +119,7 @@ TEST(MoeLayer, MixtralAndOlmoeMatchPerTokenReference) {
   at::Tensor x = at::randn({13, d});
   for (bool renorm : {true, false}) {
     const int64_t k = renorm ? 2 : 3;
-    MoELayer layer = renorm ? make_mixtral_moe(rw, expert_bank_from_stacked(gate, up, down), k)
-                            : make_olmoe_moe(rw, expert_bank_from_stacked(gate, up, down), k);
+    MoELayer layer = mf::moe::testing::softmax_topk_layer(rw, expert_bank_from_stacked(gate, up, down), k, renorm);
     layer->eval();
     at::Tensor ref = mf::moe::testing::ref_moe(x, rw, gl, ul, dl, k, renorm);
     for (Path p : {Path::Autograd, Path::Grouped, Path::Fused})
@@ -136,8 +135,8 @@ TEST(MoeLayer, Qwen2SharedExpertWithSigmoidGate) {
   at::Tensor sg = at::randn({1, fs, d}) * 0.3, su = at::randn({1, fs, d}) * 0.3, sd = at::randn({1, d, fs}) * 0.3;
   at::Tensor gw = at::randn({1, d});
   at::Tensor rw = at::randn({E, d});
-  MoELayer layer = make_qwen2_moe(rw, expert_bank_from_stacked(gate, up, down), 2, false,
-                                  expert_bank_from_stacked(sg, su, sd), gw);
+  MoELayer layer = mf::moe::testing::softmax_topk_layer(rw, expert_bank_from_stacked(gate, up, down), 2, false,
+                                                        expert_bank_from_stacked(sg, su, sd), gw);
   std::vector<at::Tensor> gl, ul, dl;
   for (int64_t e = 0; e < E; ++e) {
     gl.push_back(gate[e]);
@@ -160,7 +159,7 @@ TEST(MoeLayer, Bf16PathsAgree) {
   const int64_t d = 64;
   auto parts = random_partition({32, 64, 96, 64}, 7);
   at::Tensor G = at::randn({256, d}) * 0.1, U = at::randn({256, d}) * 0.1, D = at::randn({d, 256}) * 0.1;
-  ExpertBank bank = expert_bank_from_partition(G, U, D, parts, Act::SiLU);
+  DenseExpertBank bank = expert_bank_from_partition(G, U, D, parts, Act::SiLU);
   SelectionConfig sel;
   sel.k = 2;
   MoELayer layer(bank, LinearRouter(d, 4, sel).ptr());
@@ -219,7 +218,7 @@ TEST(MoeLayer, TelemetryActiveParametersAndMask) {
   const int64_t d = 8;
   auto parts = random_partition({4, 12}, 10);
   at::Tensor G = at::randn({16, d}), U = at::randn({16, d}), D = at::randn({d, 16});
-  ExpertBank bank = expert_bank_from_partition(G, U, D, parts, Act::SiLU);
+  DenseExpertBank bank = expert_bank_from_partition(G, U, D, parts, Act::SiLU);
   MoELayer layer(bank, LinearRouter(d, 2, unit_topk(2)).ptr());
   at::Tensor x = at::randn({5, d});
   MoEOutput o = layer->forward_full(x);
@@ -236,20 +235,19 @@ TEST(MoeLayer, MlpRouterStartsFromCentres) {
   torch::manual_seed(12);
   const int64_t d = 10, E = 4;
   at::Tensor gate = at::randn({E, 6, d}), up = at::randn({E, 6, d}), down = at::randn({E, d, 6});
-  ExpertBank bank = expert_bank_from_stacked(gate, up, down);
+  DenseExpertBank bank = expert_bank_from_stacked(gate, up, down);
   at::Tensor centres = mlp_router_centres(*bank);
   EXPECT_LT((centres.norm(2, 1) - 1).abs().max().item<float>(), 1e-5);
   SelectionConfig sel;
   sel.k = 2;
   sel.gate = GateMode::Ones;
-  MlpRouter r(centres, sel);
+  auto r = std::make_shared<MlpRouterImpl>(centres, sel);
   at::Tensor x = at::randn({6, d});
   RouterOutput o = r->route(x, false);
-  // Identity second layer: the scores are tanh(centres x).
-  EXPECT_LT((o.logits - at::tanh(at::mm(x, centres.t()))).abs().max().item<float>(), 1e-6);
-  SelectionConfig s2;
-  s2.k = 2;
-  at::Tensor want = std::get<1>(at::tanh(at::mm(x, centres.t())).topk(2, 1));
+  // Identity second layer: the scores are tanh(centres x / |x|) (MoEfication normalises the input).
+  const at::Tensor xn = x / x.norm(2, 1, true);
+  EXPECT_LT((o.logits - at::tanh(at::mm(xn, centres.t()))).abs().max().item<float>(), 1e-6);
+  at::Tensor want = std::get<1>(at::tanh(at::mm(xn, centres.t())).topk(2, 1));
   EXPECT_TRUE(at::equal(std::get<0>(o.idx.sort(1)), std::get<0>(want.sort(1))));
 }
 
@@ -283,8 +281,9 @@ TEST(MoeLayer, InferenceModeAndNoGradCallsMix) {
   // InferenceMode and NoGradGuard (inference tensors cannot be written outside InferenceMode).
   torch::manual_seed(15);
   const int64_t d = 16, E = 4;
-  MoELayer layer = make_mixtral_moe(at::randn({E, d}), expert_bank_from_stacked(at::randn({E, 8, d}), at::randn({E, 8, d}),
-                                                                                at::randn({E, d, 8})));
+  MoELayer layer = mf::moe::testing::softmax_topk_layer(
+      at::randn({E, d}), expert_bank_from_stacked(at::randn({E, 8, d}), at::randn({E, 8, d}), at::randn({E, d, 8})), 2,
+      true);
   layer->options().small_batch_tokens = 0;
   at::Tensor x = at::randn({40, d});
   at::Tensor a, b, c;
@@ -309,8 +308,9 @@ TEST(MoeLayer, InferencePathsIgnoreCpuAutocast) {
   // keep their own dtypes, so the result is the plain fp32 one, bit for bit.
   torch::manual_seed(16);
   const int64_t d = 16, E = 4;
-  MoELayer layer = make_mixtral_moe(at::randn({E, d}), expert_bank_from_stacked(at::randn({E, 8, d}), at::randn({E, 8, d}),
-                                                                                at::randn({E, d, 8})));
+  MoELayer layer = mf::moe::testing::softmax_topk_layer(
+      at::randn({E, d}), expert_bank_from_stacked(at::randn({E, 8, d}), at::randn({E, 8, d}), at::randn({E, d, 8})), 2,
+      true);
   at::NoGradGuard ng;
   for (int64_t tokens : {4, 40}) {
     at::Tensor x = at::randn({tokens, d});

@@ -11,6 +11,7 @@
 #include "model/layers.h"
 #include "model_fixtures.h"
 #include "moe/losses.h"
+#include "moe/routers/selection.h"
 #include "test_helpers.h"
 #include "train/lora.h"
 #include "train/router_recipe.h"
@@ -184,10 +185,6 @@ TEST(RouterRecipe, HemoeBalanceLossMatchesHandComputation) {
   for (int t = 0; t < 4; ++t)
     for (int e = 0; e < 3; ++e) logits[t][e] = lg[t][e];
   logits.set_requires_grad(true);
-  MoeLayerRouting r;
-  r.selection.k = 1;
-  r.expert_sizes = {1, 2, 3};
-  r.intermediate_size = 6;
   at::Tensor valid = at::tensor(std::vector<int64_t>{1, 1, 1, 0}).to(at::kBool);
   const double lambda = 0.5, scale = 4;  // T counts the padded token too
   // By hand: softmax rows, argmax counts over the 3 real tokens.
@@ -206,15 +203,14 @@ TEST(RouterRecipe, HemoeBalanceLossMatchesHandComputation) {
   double expect = 0;
   for (int e = 0; e < 3; ++e) expect += f[e] * rr[e] * P[e];
   expect *= lambda * scale;
-  at::Tensor loss = hemoe_layer_balance_loss(logits, valid, r, lambda, scale);
+  // The MoE blocks' loss: straight-through unit weights of the top-1 selection, r_j = size / 6.
+  at::Tensor probs = at::softmax(logits, -1);
+  moe::SelectionConfig sel;
+  sel.k = 1;
+  at::Tensor idx = moe::select_experts(probs.detach(), sel);
+  at::Tensor w = moe::dense_from_slots(idx, moe::gate_values(probs, idx, moe::GateMode::UnitST), 3);
+  at::Tensor loss = moe::hemoe_balance_loss(w, probs, {1, 2, 3}, valid, lambda, true, 6);
   EXPECT_NEAR(loss.item<double>(), expect, 1e-7);
-  // Same value as the MoE library's loss where they coincide (partition: sum sizes = width;
-  // its T is the real-token count, 3).
-  at::Tensor probs = at::softmax(logits.detach(), -1);
-  at::Tensor w = at::zeros({4, 3});
-  for (int t = 0; t < 4; ++t) w[t][probs[t].argmax().item<int64_t>()] = 1.0;
-  at::Tensor lib = moe::hemoe_balance_loss(w, probs, {1, 2, 3}, valid, lambda, true);
-  EXPECT_NEAR(hemoe_layer_balance_loss(logits, valid, r, lambda, 3).item<double>(), lib.item<double>(), 1e-7);
   // The loss reaches the logits (straight-through f and P): its gradient is not zero.
   loss.backward();
   EXPECT_GT(logits.grad().abs().sum().item<double>(), 0);
@@ -256,7 +252,7 @@ TEST(RouterRecipe, ConfigAndDataErrorsAreOneLine) {
   EXPECT_EQ(cfg_error(R"({"training": {"max_steps": 2, "epochs": 1, "train_data": "t.jsonl"}})"),
             dir + "/c.json: give exactly one of 'training.max_steps' and 'training.epochs'");
   EXPECT_EQ(cfg_error(R"({"training": {"max_steps": 2, "train_data": "t.jsonl"}, "router": {"balance_loss": "gshard"}})"),
-            dir + "/c.json: router.balance_loss must be \"hemoe\", \"switch\" or \"none\"");
+            dir + "/c.json: router.balance_loss must be \"hemoe\", \"switch\", \"load_balancing\" or \"none\"");
   EXPECT_EQ(cfg_error(R"({"training": {"max_steps": 2, "train_data": "t.jsonl"}, "lora": {"r": 0}})"),
             dir + "/c.json: lora.r must be positive");
   EXPECT_EQ(cfg_error(R"({"training": {"max_steps": 2}})"), dir + "/c.json: missing key 'training.train_data'");
@@ -444,7 +440,7 @@ TEST(RouterRecipe, MixtralRouterOnlyTrainsRoutersWithBalanceLoss) {
   auto in = read_all(r.model), out = read_all(res.final_dir);
   int changed = 0;
   for (const auto& [name, t] : in) {
-    if (is_router_param(name)) changed += !at::equal(t, out[name]);
+    if (is_router_parameter(name)) changed += !at::equal(t, out[name]);
     else EXPECT_TRUE(at::equal(t, out[name])) << name;  // experts, attention, norms, embeddings
   }
   EXPECT_EQ(changed, 2);

@@ -6,10 +6,17 @@
 #include <map>
 #include <set>
 
+#include "io/checkpoint.h"
+#include "model_fixtures.h"
+#include "split/build_moe.h"
+#include "split/method_registry.h"
 #include "split/min_cost_flow.h"
 #include "split/split.h"
+#include "test_helpers.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/rng.h"
+#include "util/str.h"
 
 using namespace mf;
 
@@ -211,3 +218,82 @@ TEST(SplitMethods, BadInputsAreOneLineErrors) {
   o.method = "random-hetero";
   EXPECT_THROW(split_layer(in, o), Error);
 }
+
+// A method registered from outside the library runs through build_moe (what `moeforge split`
+// calls) like a built-in: the registry entry alone decides its inputs, router and listing.
+TEST(SplitMethods, RegisteredMethodRunsThroughBuildMoe) {
+  using mf::testing_helpers::error_of;
+  const std::string name = "toy-contiguous";
+  const int N = 5;
+  const int64_t F = 48;  // the tiny llama's intermediate_size
+  int runs = 0;
+  SplitMethodEntry toy;
+  toy.description = "expert e = neurons [e*F/N, (e+1)*F/N)";
+  toy.needs_gate_rows = true;  // asked for, so build_moe must hand them over
+  toy.default_router = "avgk";
+  toy.run = [&runs](const SplitInputs& in, const SplitOptions& opt, SplitReport&) {
+    require_rows(in.gate_rows, in.num_neurons, opt.method, "gate rows");
+    EXPECT_FALSE(in.domain_scores.defined());  // no profile statistic asked for
+    ++runs;
+    Partition p;
+    p.num_neurons = in.num_neurons;
+    p.experts.resize(opt.num_experts);
+    for (int e = 0; e < opt.num_experts; ++e)
+      for (int64_t i = e * in.num_neurons / opt.num_experts; i < (e + 1) * in.num_neurons / opt.num_experts; ++i)
+        p.experts[e].push_back(static_cast<int32_t>(i));
+    return p;
+  };
+  split_method_registry().add(name, toy);
+  struct Unregister {  // also when an assertion below returns early
+    std::string name;
+    ~Unregister() { split_method_registry().remove(name); }
+  } unregister{name};
+
+  // Listed after the built-ins, in the CLI's unknown-method message too.
+  EXPECT_EQ(split_method_names().back(), name);
+  EXPECT_NE(unknown_split_method_message("x").find(", hemoe, toy-contiguous)"), std::string::npos);
+
+  const std::string dense = ::testing::TempDir() + "/mf_split_methods_toy_dense",
+                    out = ::testing::TempDir() + "/mf_split_methods_toy_out";
+  remove_all(dense);
+  remove_all(out);
+  save_checkpoint(dense, testing_fixtures::tiny_config_json("llama"), testing_fixtures::tiny_model("llama", 3, 0.2)->hf_tensors());
+  BuildMoeOptions o;
+  o.split.method = name;
+  o.split.num_experts = N;
+  o.top_k = 2;
+  o.progress = false;
+  SplitPlan plan;
+  json rep = build_moe(dense, out, o, &plan);
+
+  // 48 neurons into 5: boundaries floor(e*48/5) = 0, 9, 19, 28, 38, 48.
+  const std::vector<std::pair<int, int>> ranges = {{0, 9}, {9, 19}, {19, 28}, {28, 38}, {38, 48}};
+  const std::vector<int64_t> sizes = {9, 10, 9, 10, 10};
+  EXPECT_EQ(runs, 2);  // one call per layer
+  ASSERT_EQ(plan.layers.size(), 2u);
+  Checkpoint d = Checkpoint::open(dense), m = Checkpoint::open(out);
+  const json& c = m.config();
+  EXPECT_EQ(c.at("moe_provenance").at("split_method"), name);
+  EXPECT_FALSE(c.at("moe_provenance").at("options").contains("kmeans_max_iter"));
+  EXPECT_EQ(c.at("router"), (json{{"type", "avgk"}, {"gate", "ones"}, {"aux_loss", "none"}}));
+  for (int l = 0; l < 2; ++l) {
+    SCOPED_TRACE(l);
+    EXPECT_EQ(plan.layers[l].partition.sizes(), sizes);
+    EXPECT_TRUE(rep["layers"][l]["is_partition"].get<bool>());
+    EXPECT_EQ(c.at("expert_sizes")[l].get<std::vector<int64_t>>(), sizes);
+    EXPECT_FALSE(m.contains(cat("model.layers.", l, ".mlp.router.weight")));  // avgk has none
+    at::Tensor G = d.get(cat("model.layers.", l, ".mlp.gate_proj.weight"));
+    ASSERT_EQ(G.size(0), F);
+    for (int e = 0; e < N; ++e) {
+      const auto [lo, hi] = ranges[e];
+      const std::string p = cat("model.layers.", l, ".mlp.experts.", e, ".");
+      EXPECT_TRUE(torch::equal(m.get(p + "neurons"), at::arange(lo, hi, at::kInt))) << e;
+      EXPECT_TRUE(torch::equal(m.get(p + "gate_proj.weight"), G.slice(0, lo, hi))) << e;
+    }
+  }
+
+  // Removed: the name is unknown again.
+  split_method_registry().remove(name);
+  EXPECT_NE(error_of([&] { build_moe(dense, "", o); }).find("unknown split method 'toy-contiguous'"), std::string::npos);
+}
+

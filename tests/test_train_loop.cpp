@@ -1,10 +1,14 @@
-// The training loop: exact resume after a simulated kill, metrics JSONL, bf16 autocast, and
-// the pretrain recipe end to end on a tiny model defined here (no dependency on src/model).
+// The training loop: exact resume after a simulated kill, metrics JSONL, bf16 autocast, extra
+// loss terms, the gradient hook, rank shards and rank-0-only writes, and the pretrain recipe end
+// to end on a tiny model defined here (no dependency on src/model).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
+#include <map>
+#include <memory>
 
 #include "train/pretrain.h"
 #include "train/trainer.h"
@@ -235,6 +239,196 @@ TEST(TrainLoop, Bf16AutocastOnCpu) {
   ASSERT_EQ(lines.size(), 20u);
   EXPECT_LT(lines.back()["loss"].get<double>(), lines.front()["loss"].get<double>() - 0.3);
   EXPECT_EQ(m->up->weight.scalar_type(), at::kFloat);  // master weights stay fp32
+}
+
+namespace {
+
+BatchLossFn lm_loss(TinyLm m) {
+  return [m](const at::Tensor& w) mutable { return next_token_loss(m->forward(w.slice(1, 0, w.size(1) - 1)), w); };
+}
+
+// Gradients by parameter name, as the gradient hook sees them.
+std::map<std::string, at::Tensor> grads_of(TinyLm m) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : m->named_parameters())
+    if (p.value().grad().defined()) out[p.key()] = p.value().grad().clone();
+  return out;
+}
+
+}  // namespace
+
+TEST(TrainLoop, LossTermIsAddedToTheLossLoggedAndDifferentiated) {
+  Progress::set_enabled(false);
+  LoopData data;
+  const double c = 0.25;
+  int64_t term_calls = 0;
+  // Two runs from the same initialisation; the second adds c * sum(norm_w), whose gradient
+  // is c for every element of norm_w and 0 elsewhere.
+  auto run = [&](const std::string& name, bool with_term) {
+    torch::manual_seed(3);
+    TinyLm m(12, 8);
+    TrainerOptions o = small_options(fresh_dir(name));
+    o.max_steps = 2;
+    o.eval_every = 1;  // validation at every step: the term must not be evaluated there
+    std::map<std::string, at::Tensor> first;
+    o.on_gradients = [&](const std::vector<at::Tensor>& params) {
+      bool has_norm_w = false;
+      for (const auto& p : params) has_norm_w |= p.is_same(m->norm_w);
+      EXPECT_TRUE(has_norm_w);
+      if (first.empty()) first = grads_of(m);
+    };
+    if (with_term)
+      o.loss_terms.push_back({"norm_sum", [m, c, &term_calls]() {
+                                ++term_calls;
+                                return m->norm_w.sum() * c;
+                              }});
+    train_loop(*m, lm_loss(m), data.train, data.val, o);
+    return std::make_pair(first, read_metrics(o.out_dir));
+  };
+  auto [g0, lines0] = run("term_off", false);
+  auto [g1, lines1] = run("term_on", true);
+  EXPECT_EQ(term_calls, 2 * 2);  // steps x micro-batches; none during the two validations
+  ASSERT_EQ(lines1.size(), 2u);
+  EXPECT_FALSE(lines0[0].contains("norm_sum"));
+  // Step 1: norm_w is still ones(8) in both micro-batches, so the term is 8c; loss is the total.
+  EXPECT_DOUBLE_EQ(lines1[0]["norm_sum"].get<double>(), 8 * c);
+  EXPECT_NEAR(lines1[0]["loss"].get<double>(), lines0[0]["loss"].get<double>() + 8 * c, 1e-5);
+  EXPECT_TRUE(lines1[1].contains("norm_sum"));
+  ASSERT_EQ(g0.size(), g1.size());
+  for (const auto& [name, g] : g0) {
+    if (name == "norm_w") {
+      EXPECT_TRUE(torch::allclose(g1[name] - g, torch::full_like(g, c), 0.0, 1e-5)) << g1[name] - g;
+    } else {
+      EXPECT_TRUE(torch::equal(g1[name], g)) << name;
+    }
+  }
+
+  // A term may not take a key of the metrics line, nor another term's name.
+  TinyLm m(12, 8);
+  TrainerOptions bad = small_options(fresh_dir("term_bad"));
+  bad.loss_terms.push_back({"loss", [m]() { return m->norm_w.sum(); }});
+  EXPECT_THROW(train_loop(*m, lm_loss(m), data.train, data.val, bad), Error);
+  bad.loss_terms = {{"x", [m]() { return m->norm_w.sum(); }}, {"x", [m]() { return m->norm_w.sum(); }}};
+  EXPECT_THROW(train_loop(*m, lm_loss(m), data.train, data.val, bad), Error);
+}
+
+TEST(TrainLoop, GradientHookRunsOncePerStepBeforeClipping) {
+  Progress::set_enabled(false);
+  LoopData data;
+  torch::manual_seed(5);
+  TinyLm m(12, 8);
+  TrainerOptions o = small_options(fresh_dir("hook"));
+  o.clip = 1e-3;  // far below the gradient norm, so clipping changes every step's gradients
+  std::vector<double> seen;
+  o.on_gradients = [&](const std::vector<at::Tensor>& params) {
+    double sq = 0.0;  // as clip_grad_norm sums
+    for (const auto& p : params) {
+      if (!p.grad().defined()) continue;
+      const double n = p.grad().to(at::kFloat).norm().item<double>();
+      sq += n * n;
+    }
+    seen.push_back(std::sqrt(sq));
+  };
+  train_loop(*m, lm_loss(m), data.train, data.val, o);
+  auto lines = read_metrics(o.out_dir);
+  ASSERT_EQ(seen.size(), static_cast<size_t>(o.max_steps));
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i], lines[i]["grad_norm"].get<double>()) << "step " << i + 1;  // the unclipped norm
+    EXPECT_GT(seen[i], 10 * o.clip);
+  }
+
+  // What the hook leaves in the gradients is what clipping and the optimizer use (as an
+  // all-reduce's average would be): halving them halves the logged norm.
+  auto first_norm = [&](const std::string& name, double scale) {
+    torch::manual_seed(5);
+    TinyLm a(12, 8);
+    TrainerOptions h = small_options(fresh_dir(name));
+    h.max_steps = 1;
+    h.clip = 0.0;
+    h.on_gradients = [scale](const std::vector<at::Tensor>& params) {
+      for (const auto& p : params)
+        if (p.grad().defined()) p.mutable_grad().mul_(scale);
+    };
+    train_loop(*a, lm_loss(a), data.train, data.val, h);
+    return read_metrics(h.out_dir)[0]["grad_norm"].get<double>();
+  };
+  const double full = first_norm("hook_full", 1.0), half = first_norm("hook_half", 0.5);
+  EXPECT_NEAR(half, 0.5 * full, 1e-6 * full);
+}
+
+TEST(TrainLoop, RanksTakeContiguousShardsOfTheGlobalBatchAndOnlyRankZeroWrites) {
+  Progress::set_enabled(false);
+  LoopData data;
+  const std::string dir = fresh_dir("shards");
+  struct Run {
+    std::vector<at::Tensor> batches;  // training micro-batches, in order
+    TrainResult result;
+  };
+  auto run = [&](int64_t rank, int64_t world, int64_t batch, const std::string& out, int64_t steps) {
+    torch::manual_seed(6);
+    TinyLm m(12, 8);
+    auto seen = std::make_shared<std::vector<at::Tensor>>();
+    BatchLossFn loss = [m, seen](const at::Tensor& w) mutable {
+      if (m->is_training()) seen->push_back(w.clone());
+      return next_token_loss(m->forward(w.slice(1, 0, w.size(1) - 1)), w);
+    };
+    TrainerOptions o = small_options(out);
+    o.batch_size = batch;
+    o.rank = rank;
+    o.world_size = world;
+    o.max_steps = steps;
+    Run r;
+    r.result = train_loop(*m, loss, data.train, data.val, o);
+    r.batches = *seen;
+    return r;
+  };
+  // 37 windows: 4 global batches of 8 an epoch, so 3 steps x 2 micro-batches cross an epoch.
+  Run single = run(0, 1, 8, dir + "/single", 3);
+  Run r0 = run(0, 2, 4, dir + "/rank0", 3);
+  Run r1 = run(1, 2, 4, dir + "/rank1", 3);
+  ASSERT_EQ(single.batches.size(), 6u);
+  ASSERT_EQ(r0.batches.size(), 6u);
+  ASSERT_EQ(r1.batches.size(), 6u);
+  for (size_t k = 0; k < 6; ++k) {
+    EXPECT_EQ(r0.batches[k].size(0), 4);
+    EXPECT_TRUE(torch::equal(torch::cat({r0.batches[k], r1.batches[k]}, 0), single.batches[k])) << "micro-batch " << k;
+  }
+
+  // The writer logs the run's tokens (all ranks) and records world_size; rank 1 wrote nothing.
+  auto ms = read_metrics(dir + "/single"), m0 = read_metrics(dir + "/rank0");
+  ASSERT_EQ(m0.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(m0[i]["tokens"], ms[i]["tokens"]);
+  const std::string ckpt = latest_checkpoint(dir + "/rank0");
+  ASSERT_FALSE(ckpt.empty());
+  EXPECT_EQ(read_json_file(ckpt + "/trainer_state.json")["world_size"], 2);
+  EXPECT_EQ(r1.result.steps, 3);
+  EXPECT_FALSE(path_exists(dir + "/rank1"));
+
+  // A non-writer resumes from the writer's checkpoint, continues its shard of the global
+  // order, and still writes nothing.
+  const std::string metrics_before = read_file(dir + "/rank0/metrics.jsonl");
+  const auto ckpts_before = list_dir(dir + "/rank0/checkpoints");
+  Run resumed = run(1, 2, 4, dir + "/rank0", 4);
+  EXPECT_EQ(resumed.result.start_step, 3);
+  EXPECT_EQ(resumed.result.steps, 4);
+  Run single4 = run(0, 1, 8, dir + "/single4", 4);
+  ASSERT_EQ(resumed.batches.size(), 2u);
+  ASSERT_EQ(single4.batches.size(), 8u);
+  for (size_t k = 0; k < 2; ++k)
+    EXPECT_TRUE(torch::equal(resumed.batches[k], single4.batches[6 + k].slice(0, 4, 8))) << "micro-batch " << k;
+  EXPECT_EQ(read_file(dir + "/rank0/metrics.jsonl"), metrics_before);
+  EXPECT_EQ(list_dir(dir + "/rank0/checkpoints"), ckpts_before);
+
+  // Resuming with another world_size is refused, naming the checkpoint.
+  try {
+    run(0, 1, 8, dir + "/rank0", 4);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(ckpt + "/trainer_state.json: checkpoint written with world_size 2, this run has 1; "),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(run(2, 2, 4, dir + "/bad_rank", 1), Error);
 }
 
 namespace {

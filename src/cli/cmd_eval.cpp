@@ -1,11 +1,13 @@
 // `moeforge eval MODEL --tasks ...`: lm-evaluation-harness-compatible zero-shot evaluation.
 #include <cstdio>
+#include <set>
 
 #include "cli/commands.h"
 #include "eval/model_scorer.h"
 #include "eval/report.h"
 #include "eval/yaml_task.h"
 #include "io/checkpoint.h"
+#include "train/peft.h"
 #include "util/fs.h"
 #include "util/error.h"
 #include "util/hash.h"
@@ -25,11 +27,41 @@ std::string model_content_hash(const std::string& dir) {
   }
   return h.hex_digest();
 }
+
+// The dtype names lm-eval's HF model_args use.
+std::string hf_dtype_name(const std::string& dtype) {
+  if (dtype == "fp32" || dtype == "float32") return "float32";
+  if (dtype == "bf16" || dtype == "bfloat16") return "bfloat16";
+  if (dtype == "fp16" || dtype == "float16") return "float16";
+  return dtype;
+}
+
+// lm-eval's add_tokenizer_info(): [token, str(id)] for pad / eos / bos, eot_token_id, max_length.
+json tokenizer_info(const Tokenizer& tok, int64_t max_length) {
+  auto token = [&](int32_t id) {
+    if (id < 0) return json::array({nullptr, "None"});
+    json piece = nullptr;
+    try {
+      piece = tok.id_to_piece(id);
+    } catch (const std::exception&) {
+      // an id outside the vocabulary: the id alone
+    }
+    return json::array({piece, std::to_string(id)});
+  };
+  json j;
+  j["tokenizer_pad_token"] = token(tok.pad_id());
+  j["tokenizer_eos_token"] = token(tok.eos_id());
+  j["tokenizer_bos_token"] = token(tok.bos_id());
+  j["eot_token_id"] = tok.eos_id() < 0 ? json(nullptr) : json(tok.eos_id());
+  j["max_length"] = max_length;
+  return j;
+}
 }  // namespace
 
 void add_eval_command(CLI::App& app, const GlobalOptions&) {
   struct Args {
-    std::string model, tasks, data_dir = ".", output, bos = "auto", dtype = "fp32", device = "cpu";
+    std::string model, tasks, data_dir = ".", output, bos = "auto", dtype = "fp32", device = "cpu", adapter,
+        log_samples;
     std::vector<std::string> include;
     double limit = -1;
     int64_t batch_tokens = 4096, max_length = 0, bootstrap_iters = 100000;
@@ -37,6 +69,12 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("eval", "Zero-shot evaluation with lm-evaluation-harness semantics");
+  cmd->footer(
+      "Task data: local files in the Hugging Face field layout under --data-dir (docs/eval.md lists the file of\n"
+      "each task). To turn a Hugging Face download (a `datasets` JSON export, or CSV/TSV) into them:\n"
+      "  python3 scripts/hf-to-moeforge.py TASK INPUT... --data-dir DIR    (python3 scripts/hf-to-moeforge.py --help)\n"
+      "A task whose data is missing or malformed is reported (error: <file>: <what>) and skipped; the other\n"
+      "tasks are scored and written, and the exit status is 1.");
   cmd->add_option("MODEL", a->model, "Hugging Face model directory (weights + tokenizer)")->required();
   cmd->add_option("--tasks", a->tasks, "comma-separated tasks or groups (arc_easy, piqa, mmlu, ...)")->required();
   cmd->add_option("--data-dir", a->data_dir, "directory holding the task data files (docs/eval.md)")
@@ -48,13 +86,17 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_option("--max-length", a->max_length, "longest input (default: the model's context)");
+  cmd->add_option("--adapter", a->adapter,
+                  "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) applied to MODEL");
   cmd->add_option("--dtype", a->dtype, "fp32 or bf16")->capture_default_str();
   cmd->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--bootstrap-iters", a->bootstrap_iters, "bootstrap iterations for stderr of non-mean metrics")
       ->capture_default_str();
   cmd->add_flag("--acc-bytes", a->acc_bytes, "also report acc_bytes (acc_norm by UTF-8 bytes)");
   cmd->add_flag("--no-share-context", a->independent, "score every choice independently (as lm-eval does)");
-  cmd->add_option("--output", a->output, "write the results JSON here");
+  cmd->add_option("--output", a->output, "write the results JSON here (lm-eval's results file layout)");
+  cmd->add_option("--log-samples", a->log_samples,
+                  "write lm-eval's per-sample records to DIR/samples_<task>_<date>.jsonl, one file per task");
   cmd->callback([a]() {
     eval::TaskRegistry registry = eval::TaskRegistry::builtin();
     for (const auto& y : a->include)
@@ -70,6 +112,9 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
     lo.dtype = parse_dtype(a->dtype);
     lo.device = parse_device(a->device);
     auto model = Model::load(a->model, lo);
+    // Attached for the whole run (the adapters detach when `adapter` goes out of scope).
+    std::shared_ptr<LoraAdapters> adapter;
+    if (!a->adapter.empty()) adapter = load_peft_adapter(*model, a->adapter);
     if (tokenizer->vocab_size() > model->config().vocab_size)
       fail_file(a->model, cat("tokenizer has ", tokenizer->vocab_size(), " tokens but the model's vocabulary is ",
                               model->config().vocab_size));
@@ -84,16 +129,46 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
     opt.engine.share_context = !a->independent;
     opt.bootstrap_iters = a->bootstrap_iters;
     opt.acc_bytes = a->acc_bytes;
+    opt.log_samples = !a->log_samples.empty();
     eval::EvalReport report = eval::evaluate(registry, tasks, encoder, scorer, opt);
 
-    std::printf("%s", eval::format_console(report).c_str());
+    if (!report.results.empty()) std::printf("%s", eval::format_console(report).c_str());
     if (!a->output.empty()) {
       json settings = eval::settings_json(opt, tasks, scorer.max_length());
+      // lm-eval's HF model_args for the same run.
+      std::string model_args = "pretrained=" + a->model + ",dtype=" + hf_dtype_name(a->dtype) + ",device=" + a->device;
+      if (!a->adapter.empty()) model_args += ",peft=" + a->adapter;
+      if (a->max_length > 0) model_args += ",max_length=" + std::to_string(a->max_length);
+      if (a->bos == "on") model_args += ",add_bos_token=True";
+      if (a->bos == "off") model_args += ",add_bos_token=False";
       settings["model"] = a->model;
+      settings["model_args"] = model_args;
+      settings["model_dtype"] = "torch." + hf_dtype_name(a->dtype);
+      settings["device"] = a->device;
       settings["model_sha256"] = model_content_hash(a->model);
       settings["dtype"] = a->dtype;
-      write_json_file(a->output, eval::results_json(report, settings));
+      if (adapter) {
+        settings["adapter"] = a->adapter;
+        settings["adapter_sha256"] = sha256_file(path_join(a->adapter, kPeftWeightsFile));
+      }
+      const auto results = eval::results_json(report, settings, tokenizer_info(*tokenizer, scorer.max_length()));
+      write_file_atomic(a->output, results.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n");
       log_info("wrote ", a->output);
+    }
+    if (opt.log_samples) {
+      const auto files = eval::write_sample_files(report, a->log_samples);
+      log_info("wrote ", files.size(), " sample file(s) to ", a->log_samples);
+    }
+    if (!report.failures.empty()) {
+      // One line per failed task (identical reasons once, e.g. a file shared by several tasks); the
+      // last one goes through main() so that the exit status is 1.
+      std::vector<std::string> lines;
+      std::set<std::string> seen;
+      for (const auto& f : report.failures)
+        if (seen.insert(f.message).second) lines.push_back(f.message);
+      for (size_t i = 0; i + 1 < lines.size(); ++i) std::fprintf(stderr, "error: %s\n", lines[i].c_str());
+      std::fflush(stderr);
+      fail(lines.back());
     }
   });
 }

@@ -7,6 +7,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "train/peft.h"
 #include "util/error.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -24,7 +25,7 @@ bool ends_incomplete(const std::string& s) {
 
 void add_generate_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
-    std::string model, prompt, system, dtype = "bfloat16", device = "cpu";
+    std::string model, prompt, system, dtype = "bfloat16", device = "cpu", adapter;
     int64_t max_new_tokens = 128, top_k = 0;
     double temperature = 1.0, top_p = 1.0;
     uint64_t seed = 0;
@@ -41,12 +42,16 @@ void add_generate_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--seed", o->seed, "sampling seed");
   cmd->add_flag("--chat", o->chat, "wrap the prompt in the tokenizer's chat template (user turn)");
   cmd->add_option("--system", o->system, "system message for --chat");
+  cmd->add_option("--adapter", o->adapter,
+                  "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) applied to the model");
   cmd->add_option("--dtype", o->dtype, "float32 or bfloat16");
   cmd->add_option("--device", o->device, "cpu or cuda[:N] (CUDA needs a CUDA libtorch build)");
   cmd->add_flag("--json", o->json_out, "print one JSON record at the end instead of streaming");
   cmd->callback([o]() {
     LoadOptions lo{parse_dtype(o->dtype), parse_device(o->device)};
     auto model = Model::load(o->model, lo);
+    std::shared_ptr<LoraAdapters> adapter;  // attached for the whole run
+    if (!o->adapter.empty()) adapter = load_peft_adapter(*model, o->adapter);
     auto tok = Tokenizer::load(o->model);
     std::string text = o->prompt;
     if (o->chat) {
@@ -94,6 +99,7 @@ void add_generate_command(CLI::App& app, const GlobalOptions& globals) {
              {"prompt_tokens", prompt.size()},
              {"text", tok->decode(gen, true)},
              {"ids", result},
+             {"adapter", o->adapter.empty() ? json(nullptr) : json(o->adapter)},
              {"stopped_at_eos", stopped},
              {"seconds", secs},
              {"tokens_per_second", secs > 0 ? result.size() / secs : 0.0},

@@ -6,6 +6,7 @@
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "tokenizer/tokenizer.h"
+#include "train/peft.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/hash.h"
@@ -16,7 +17,7 @@ namespace mf::cli {
 
 void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
-    std::string model, text, dtype = "float32", device = "cpu", output;
+    std::string model, text, dtype = "float32", device = "cpu", output, adapter;
     int64_t context = 0, stride = 0;
     bool json_out = false;
   };
@@ -27,6 +28,8 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--context", o->context, "window length in tokens (default: min(max_position_embeddings, 1024))")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--stride", o->stride, "window advance in tokens (default: context / 2)")->check(CLI::PositiveNumber);
+  cmd->add_option("--adapter", o->adapter,
+                  "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) applied to the model");
   cmd->add_option("--dtype", o->dtype, "float32 or bfloat16");
   cmd->add_option("--device", o->device, "cpu or cuda[:N]");
   cmd->add_flag("--json", o->json_out, "print the result as JSON");
@@ -35,6 +38,8 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
     std::string text = read_file(o->text);
     LoadOptions lo{parse_dtype(o->dtype), parse_device(o->device)};
     auto model = Model::load(o->model, lo);
+    std::shared_ptr<LoraAdapters> adapter;  // attached for the whole run
+    if (!o->adapter.empty()) adapter = load_peft_adapter(*model, o->adapter);
     auto tok = Tokenizer::load(o->model);
     auto ids32 = tok->encode(text, /*add_special_tokens=*/true);
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
@@ -48,6 +53,7 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
     bar.finish();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     json j{{"model", o->model},
+           {"adapter", o->adapter.empty() ? json(nullptr) : json(o->adapter)},
            {"text", o->text},
            {"text_sha256", sha256_file(o->text)},
            {"tokens", ids.size()},

@@ -1,10 +1,12 @@
 // `moeforge split MODEL --method M --experts N --top-k k --out OUT`: dense llama / mistral /
 // qwen2 checkpoint -> MoE checkpoint (moeforge format, or stock Mixtral with --export mixtral)
 // by partitioning every selected layer's FFN neurons into experts. docs/split.md, "Command".
+#include <algorithm>
 #include <cstdio>
 
 #include "cli/commands.h"
 #include "split/build_moe.h"
+#include "split/method_registry.h"
 #include "util/error.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -46,6 +48,26 @@ void print_table(const json& rep) {
   std::fflush(stdout);
 }
 
+// Help texts from the method registry, so a method added there shows up here unchanged.
+std::string method_help() {
+  const auto& reg = split_method_registry();
+  std::vector<std::string> names = split_method_names();
+  size_t width = 0;
+  for (const auto& n : names) width = std::max(width, n.size());
+  std::string s = "split method:";
+  for (const auto& n : names) s += "\n  " + n + std::string(width + 2 - n.size(), ' ') + reg.at(n).description;
+  return s;
+}
+
+// "a, b" = the methods for which `pred` holds.
+template <class Pred>
+std::string methods_where(Pred pred) {
+  std::vector<std::string> out;
+  for (const auto& n : split_method_names())
+    if (pred(split_method_registry().at(n))) out.push_back(n);
+  return join(out, ", ");
+}
+
 }  // namespace
 
 void add_split_command(CLI::App& app, const GlobalOptions& globals) {
@@ -57,16 +79,21 @@ void add_split_command(CLI::App& app, const GlobalOptions& globals) {
   BuildMoeOptions& o = a->o;
   auto* cmd = app.add_subcommand("split", "Split a dense model's FFNs into experts and write an MoE checkpoint");
   cmd->add_option("model", a->model, "dense llama / mistral / qwen2 model directory")->required();
-  cmd->add_option("--method", o.split.method,
-                  "random | random-hetero | moefication | moefication-coact | emoe | moebert | moebert-multitask | hemoe");
+  cmd->add_option("--method", o.split.method, method_help())->capture_default_str();
   cmd->add_option("--experts", o.split.num_experts, "experts per layer (N)")->required();
   cmd->add_option("--top-k", o.top_k, "experts per token (k)")->required();
   cmd->add_option("--layers", o.layers, "0-based half-open range a:b (python slice; default: all layers)");
-  cmd->add_option("--profile", o.profile_dir, "output of moeforge profile (hemoe, moebert*, moefication-coact)");
+  cmd->add_option("--profile", o.profile_dir,
+                  "output of moeforge profile (" + methods_where([](const SplitMethodEntry& e) { return !e.profile_stat.empty(); }) +
+                      ")");
   cmd->add_option("--partition", o.partition_dir, "import {layer}.part.{N} files from DIR instead of splitting");
-  cmd->add_option("--sizes-from", o.sizes_from, "random-hetero: copy per-layer expert sizes from these part files");
+  cmd->add_option("--sizes-from", o.sizes_from,
+                  methods_where([](const SplitMethodEntry& e) { return e.sizes_from_part_files; }) +
+                      ": copy per-layer expert sizes from these part files");
   cmd->add_option("--out", a->out, "output model directory");
-  cmd->add_option("--router", o.router, "linear | mlp | avgk (default: avgk for emoe, else linear)");
+  const std::string avgk = methods_where([](const SplitMethodEntry& e) { return e.default_router == "avgk"; });
+  cmd->add_option("--router", o.router,
+                  "linear | mlp | avgk (default: " + (avgk.empty() ? "" : "avgk for " + avgk + ", else ") + "linear)");
   cmd->add_option("--gate", o.gate, "unit | renorm | prob | ones (default: ones for avgk, else unit)");
   cmd->add_option("--export", a->export_format, "write a stock checkpoint of this architecture instead: mixtral")
       ->check(CLI::IsMember({"mixtral"}));

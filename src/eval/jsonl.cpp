@@ -1,5 +1,8 @@
 #include "eval/jsonl.h"
 
+#include <fstream>
+
+#include "util/error.h"
 #include "util/json.h"
 
 namespace mf::eval {
@@ -7,14 +10,22 @@ namespace mf::eval {
 std::vector<Doc> load_jsonl(const std::string& path, int64_t limit) {
   std::vector<Doc> docs;
   if (limit == 0) return docs;
-  for_each_jsonl_object(path, [&](const json& j, int64_t line) {
+  // The lines are kept (Doc::raw): lm-eval's doc_hash depends on the file's key order.
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_file(path, "cannot open file");
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
     Doc doc;
-    doc.value = j;
     doc.file = path;
-    doc.line = line;
+    doc.line = line_no;
+    doc.value = parse_json(line, doc.origin());
+    if (!doc.value.is_object()) fail_file(doc.origin(), "expected a JSON object");
+    doc.raw = std::move(line);
     docs.push_back(std::move(doc));
-    return limit < 0 || static_cast<int64_t>(docs.size()) < limit;
-  });
+    if (limit > 0 && static_cast<int64_t>(docs.size()) >= limit) break;
+  }
   return docs;
 }
 

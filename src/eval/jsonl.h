@@ -1,4 +1,4 @@
-// JSONL documents with one-line errors "<file>:<line>: <what>".
+// JSONL documents with one-line errors "<file>:<line>: <what>"; each line is kept in Doc::raw.
 #pragma once
 #include <cstdint>
 #include <string>

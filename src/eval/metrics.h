@@ -76,8 +76,10 @@ double weighted_group_value(const std::vector<double>& values, const std::vector
                             bool weight_by_size);
 double pooled_sample_stderr(const std::vector<double>& stderrs, const std::vector<int64_t>& sizes);
 
-// A group's result from its children's (tasks or groups already aggregated). Every metric present in
-// all children is aggregated; a stderr is "N/A" when any child's is.
-TaskResult aggregate_group(const GroupDef& group, const std::vector<const TaskResult*>& children);
+// A group's result from the results of ALL tasks below it (its leaf tasks, through subgroups), as
+// lm-eval >= 0.4.4 aggregates: mmlu's value and pooled stderr come from its 57 subjects, not from its
+// four categories (lm-eval 0.4.3 pooled the categories; the values agree, the stderrs do not).
+// Every metric present in all leaves is aggregated; a stderr is "N/A" when any leaf's is.
+TaskResult aggregate_group(const GroupDef& group, const std::vector<const TaskResult*>& leaves);
 
 }  // namespace mf::eval

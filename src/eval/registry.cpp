@@ -77,7 +77,12 @@ std::string resolve_data_file(const TaskDef& task, const std::string& data_dir) 
     if (path_exists(p)) return p;
     tried.push_back(p);
   }
-  fail("task '" + task.name + "': no data file (looked for " + join(tried, ", ") + ")");
+  if (tried.empty()) fail("task '" + task.name + "': no data file is defined");
+  // "<file>: <what>", naming the first (canonical) candidate and the others looked for.
+  std::string also;
+  if (tried.size() > 1)
+    also = " (nor " + join(std::vector<std::string>(tried.begin() + 1, tried.end()), ", ") + ")";
+  fail_file(tried[0], "no such file" + also + " for task '" + task.name + "'");
 }
 
 std::vector<Doc> load_task_docs(const TaskDef& task, const std::string& path) {

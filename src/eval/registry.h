@@ -28,7 +28,8 @@ class TaskRegistry {
   std::map<std::string, GroupDef> groups_;
 };
 
-// Resolves a task's data file under data_dir (first existing candidate) or fails naming all candidates.
+// Resolves a task's data file under data_dir (first existing candidate) or fails with
+// "<first candidate>: no such file (nor <others>) for task '<name>'".
 std::string resolve_data_file(const TaskDef& task, const std::string& data_dir);
 // Loads a task's documents (the task's loader, else JSONL).
 std::vector<Doc> load_task_docs(const TaskDef& task, const std::string& path);

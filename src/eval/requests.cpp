@@ -26,6 +26,7 @@ Instance build_unchecked(const TaskDef& task, const Doc& doc, int64_t doc_index)
         // Multiple input: the choices are contexts, the target is the shared continuation.
         TextOrIndex target = task.doc_to_target(*d);
         if (target.is_index) fail("doc_to_target must be a string when doc_to_text is an index");
+        inst.target = target.text;
         for (const auto& c : choices)
           inst.requests.push_back({task.description + c, task.target_delimiter + target.text});
         inst.gold = text.index;
@@ -35,11 +36,14 @@ Instance build_unchecked(const TaskDef& task, const Doc& doc, int64_t doc_index)
         TextOrIndex target = task.doc_to_target(*d);
         if (target.is_index) {
           inst.gold = target.index;
+          inst.target = std::to_string(target.index);
         } else {
+          // lm-eval: choices.index(target), the first equal choice.
           inst.gold = -1;
-          for (size_t i = 0; i < choices.size(); ++i)
+          for (size_t i = 0; i < choices.size() && inst.gold < 0; ++i)
             if (choices[i] == target.text) inst.gold = static_cast<int64_t>(i);
           if (inst.gold < 0) fail("target '" + target.text + "' is not one of the choices");
+          inst.target = target.text;
         }
       }
       if (inst.gold < 0 || inst.gold >= static_cast<int64_t>(choices.size()))
@@ -53,12 +57,14 @@ Instance build_unchecked(const TaskDef& task, const Doc& doc, int64_t doc_index)
       TextOrIndex target = task.doc_to_target(*d);
       if (text.is_index || target.is_index) fail("loglikelihood tasks need string context and target");
       inst.requests.push_back({task.description + text.text, target.text});
+      inst.target = target.text;
       break;
     }
     case OutputType::LoglikelihoodRolling: {
       TextOrIndex target = task.doc_to_target(*d);
       if (target.is_index) fail("loglikelihood_rolling tasks need a string target");
       inst.requests.push_back({"", target.text});
+      inst.target = target.text;
       if (task.doc_to_counts) {
         auto [w, b] = task.doc_to_counts(*d);
         inst.words = w;

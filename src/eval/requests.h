@@ -23,6 +23,8 @@ struct Instance {
   int64_t gold = -1;              // multiple choice only
   std::vector<std::string> choices;  // the strings whose lengths normalise acc_norm / acc_bytes
   int64_t words = 0, bytes = 0;      // rolling only
+  // str(doc_to_target(doc)) as lm-eval logs it: a gold index in decimal, else the target string.
+  std::string target;
 };
 
 // Builds one instance; errors are "<file>:<line>: <what>" (missing field, gold out of range, ...).

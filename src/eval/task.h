@@ -38,6 +38,9 @@ struct Doc {
   json value;
   std::string file;
   int64_t line = 0;
+  // The JSON text as read (JSONL loaders): it keeps the file's key order, on which lm-eval's
+  // doc_hash depends (`value` sorts keys). Empty for documents a loader built itself.
+  std::string raw;
   std::string origin() const { return file + ":" + std::to_string(line); }
 };
 
@@ -60,6 +63,13 @@ struct TaskDef {
   std::function<TextOrIndex(const json&)> doc_to_target;
   // Rolling tasks: (words, bytes) of the document for word_perplexity / byte_perplexity.
   std::function<std::pair<int64_t, int64_t>(const json&)> doc_to_counts;
+  // lm-eval's YAML keys for this task as its TaskConfig holds them (dataset_path, splits, the
+  // doc_to_* templates as strings, metric_list as the YAML writes it, ...). task_config_json()
+  // completes them into the task's entry under "configs" in the results JSON.
+  nlohmann::ordered_json lm_config = nlohmann::ordered_json::object();
+  // The document as lm-eval's Instance.doc holds it (after its process_docs), in the dataset's key
+  // order, for --log-samples and doc_hash. Default: doc_in_file_order().
+  std::function<nlohmann::ordered_json(const Doc&)> log_doc;
 };
 
 // A group of tasks (MMLU and its categories). Children are task or group names.
@@ -76,5 +86,16 @@ const json& field(const json& doc, const std::string& key);
 std::string str_field(const json& doc, const std::string& key);
 int64_t int_field(const json& doc, const std::string& key);  // accepts ints and digit strings
 std::vector<std::string> str_list_field(const json& doc, const std::string& key);
+
+// The document with the keys in the order of the file it came from (Doc::raw), else as `value` has them.
+nlohmann::ordered_json doc_in_file_order(const Doc& doc);
+
+// lm-eval's "configs" entry of a task: TaskConfig.to_dict() with its field order and defaults as
+// lm-eval v0.4.4 - v0.4.9 write them (v0.4.10+ also expand fewshot_config), num_fewshot 0,
+// metadata {"version": ...}. Keys of lm_config that are not TaskConfig fields come last.
+nlohmann::ordered_json task_config_json(const TaskDef& task);
+
+// A version as lm-eval's YAML gives it: tasks write floats (1.0), groups integers (mmlu: 2).
+nlohmann::ordered_json version_json(double version, bool is_group);
 
 }  // namespace mf::eval

@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
+
 #include "eval/jsonl.h"
 #include "eval/template.h"
 #include "util/error.h"
@@ -43,6 +45,35 @@ TextOrIndex to_text_or_index(const json& v, bool digits_to_index, const char* wh
     return TextOrIndex::of(s);
   }
   fail(std::string(what) + " must give a string or an integer, got " + v.type_name());
+}
+
+// A YAML value as lm-eval's yaml.full_load gives it: plain scalars become integers, floats,
+// booleans or null when they read as such; quoted scalars stay strings.
+nlohmann::ordered_json yaml_to_json(const YAML::Node& n) {
+  using oj = nlohmann::ordered_json;
+  if (!n || n.IsNull()) return nullptr;
+  if (n.IsSequence()) {
+    oj out = oj::array();
+    for (const auto& e : n) out.push_back(yaml_to_json(e));
+    return out;
+  }
+  if (n.IsMap()) {
+    oj out = oj::object();
+    for (const auto& kv : n) out[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+    return out;
+  }
+  const std::string s = n.as<std::string>();
+  if (n.Tag() == "!") return s;  // quoted
+  if (s == "true" || s == "True") return true;
+  if (s == "false" || s == "False") return false;
+  const std::string digits = !s.empty() && (s[0] == '-' || s[0] == '+') ? s.substr(1) : s;
+  if (is_digits(digits) && digits.size() < 18) return static_cast<int64_t>(std::stoll(s));
+  if (!s.empty() && s.find_first_not_of("0123456789.eE+-") == std::string::npos) {
+    char* end = nullptr;
+    const double d = std::strtod(s.c_str(), &end);
+    if (end == s.c_str() + s.size()) return d;
+  }
+  return s;
 }
 
 std::vector<std::string> to_string_list(const json& v) {
@@ -179,6 +210,13 @@ TaskDef parse_one(const YAML::Node& node, const std::string& origin) {
       fail(where + ": 'doc_to_choice' must be a template, a field name or a list");
     }
   }
+  // The lm-eval keys the YAML sets, for the task's entry under "configs" in the results JSON.
+  static const char* kLmKeys[] = {"task_alias", "tag", "dataset_path", "dataset_name", "dataset_kwargs",
+                                  "training_split", "validation_split", "test_split", "fewshot_split",
+                                  "doc_to_text", "doc_to_target", "doc_to_choice", "fewshot_delimiter",
+                                  "should_decontaminate", "doc_to_decontamination_query", "metric_list"};
+  for (const char* key : kLmKeys)
+    if (node[key]) t.lm_config[key] = yaml_to_json(node[key]);
   return t;
 }
 

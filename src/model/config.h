@@ -17,7 +17,9 @@ namespace mf {
 enum class Family { llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe, moeforge };
 
 const char* family_name(Family f);
-// "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe, moeforge"
+// The model_types of family_registry() (model/family.h): the built-ins in registration order,
+// "llama, mistral, qwen2, gpt2, mixtral, qwen2_moe, olmoe, moeforge", then any added at run time.
+// Defined in model/registry.cpp.
 std::string supported_model_types();
 
 struct RopeScaling {
@@ -31,7 +33,7 @@ struct RopeScaling {
 
 // The `router` object of a moeforge config (docs/format.md): strings as written in config.json.
 struct MoeforgeRouter {
-  std::string type = "linear";      // linear | mlp | avgk
+  std::string type = "linear";      // an entry of moe::router_registry(): linear | mlp | avgk | ...
   std::string score = "softmax";    // softmax | sigmoid
   std::string selection = "top_k";  // top_k | top_p | dynk_max
   std::string gate = "unit";        // unit | renorm | prob | ones
@@ -39,6 +41,7 @@ struct MoeforgeRouter {
   double dynk_tau = 0.5;
   std::string aux_loss = "hemoe";   // hemoe | switch | none
   double aux_loss_coef = 5e-4;
+  nlohmann::json config = nlohmann::json::object();  // the whole section (router-specific keys)
 };
 
 struct ModelConfig {
@@ -104,7 +107,8 @@ struct ModelConfig {
   std::string ffn_module_name() const;
 };
 
-// Parses a config.json object. Errors are one line naming `origin` and the key:
+// Parses a config.json object: the model_type's FamilyEntry::parse reads the family's keys.
+// Errors are one line naming `origin` and the key:
 // "<origin>: missing key 'hidden_size'", "<origin>: key 'x' must be an integer",
 // "<origin>: unsupported model_type \"bert\" (supported: ...)".
 ModelConfig parse_model_config(const json& j, const std::string& origin);

@@ -1,6 +1,9 @@
 // GPT-2 (GPT2LMHeadModel): learned absolute positions, pre-LayerNorm blocks, fused q/k/v
 // projection, Conv1D weights stored [in, out], gelu_new MLP, lm_head tied to wte.
 // Tensor names: transformer.{wte,wpe,h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj},ln_f}.
+// Also the "gpt2" entry of the family table.
+#include "model/config_parse.h"
+#include "model/family.h"
 #include "model/layers.h"
 #include "model/model.h"
 #include "util/error.h"
@@ -26,20 +29,31 @@ struct Gpt2Attention : torch::nn::Module {
   int64_t heads;
 };
 
-struct Gpt2Mlp : torch::nn::Module {
-  Gpt2Mlp(int64_t h, int64_t inner) {
+// GPT-2's FFN slot: c_proj(act(c_fc(x))).
+struct Gpt2Mlp : FfnBlock {
+  Gpt2Mlp(int64_t h, int64_t inner, std::string act_) : act(std::move(act_)) {
     c_fc = register_module("c_fc", std::make_shared<Conv1D>(h, inner));
     c_proj = register_module("c_proj", std::make_shared<Conv1D>(inner, h));
   }
+  at::Tensor forward(const at::Tensor& x, const FfnContext& ctx) override {
+    Hooks* hooks = ctx.hooks;
+    at::Tensor z = c_fc->forward(x);
+    if (hooks && hooks->wants(HookPoint::ffn_preact, ctx.layer)) z = hooks->fire(HookPoint::ffn_preact, ctx.layer, z, ctx.valid);
+    at::Tensor a = activation(act, z);
+    if (hooks && hooks->wants(HookPoint::ffn_intermediate, ctx.layer))
+      a = hooks->fire(HookPoint::ffn_intermediate, ctx.layer, a, ctx.valid);
+    return c_proj->forward(a);
+  }
   std::shared_ptr<Conv1D> c_fc, c_proj;
+  std::string act;
 };
 
 struct Gpt2Block : torch::nn::Module {
-  Gpt2Block(const ModelConfig& cfg, int64_t l) : layer(static_cast<int>(l)), act(cfg.hidden_act) {
+  Gpt2Block(const ModelConfig& cfg, int64_t l) : layer(static_cast<int>(l)) {
     ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(cfg.hidden_size, cfg.norm_eps));
     attn = register_module("attn", std::make_shared<Gpt2Attention>(cfg.hidden_size, cfg.num_heads));
     ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(cfg.hidden_size, cfg.norm_eps));
-    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(cfg.hidden_size, cfg.intermediate_size));
+    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act));
   }
   at::Tensor forward(at::Tensor h, const ForwardState& st) {
     const int64_t B = h.size(0), T = h.size(1), H = h.size(2);
@@ -47,21 +61,15 @@ struct Gpt2Block : torch::nn::Module {
     h = h + attn->forward(ln_1->forward(h), st, layer);
     at::Tensor x = ln_2->forward(h).reshape({B * T, H});
     if (hooks && hooks->wants(HookPoint::ffn_input, layer)) x = hooks->fire(HookPoint::ffn_input, layer, x, st.valid);
-    at::Tensor z = mlp->c_fc->forward(x);
-    if (hooks && hooks->wants(HookPoint::ffn_preact, layer)) z = hooks->fire(HookPoint::ffn_preact, layer, z, st.valid);
-    at::Tensor a = activation(act, z);
-    if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer))
-      a = hooks->fire(HookPoint::ffn_intermediate, layer, a, st.valid);
-    h = h + mlp->c_proj->forward(a).view({B, T, H});
+    h = h + mlp->forward(x, FfnContext{hooks, layer, st.valid}).view({B, T, H});
     if (hooks && hooks->wants(HookPoint::block_output, layer))
       h = hooks->fire(HookPoint::block_output, layer, h.reshape({B * T, H}), st.valid).view({B, T, H});
     return h;
   }
   int layer;
-  std::string act;
   std::shared_ptr<LayerNorm> ln_1, ln_2;
   std::shared_ptr<Gpt2Attention> attn;
-  std::shared_ptr<Gpt2Mlp> mlp;
+  std::shared_ptr<FfnBlock> mlp;
 };
 
 struct Gpt2Body : torch::nn::Module {
@@ -107,6 +115,12 @@ class Gpt2Model : public Model {
     return run_blocks(input_ids.to(dev, at::kLong), pos, st);
   }
 
+  std::shared_ptr<FfnBlock> ffn(int64_t layer) const override { return transformer->blocks.at(layer)->mlp; }
+  void set_ffn(int64_t layer, std::shared_ptr<FfnBlock> block) override {
+    auto& b = *transformer->blocks.at(layer);
+    b.mlp = b.replace_module("mlp", std::move(block));
+  }
+
   at::Tensor lm_head(const at::Tensor& hidden) override {
     const at::Tensor& w = lm_head_ ? lm_head_->weight : transformer->wte->weight;
     return apply_linear(hidden, w).to(at::kFloat);
@@ -127,8 +141,45 @@ class Gpt2Model : public Model {
   std::shared_ptr<Linear> lm_head_;
 };
 
+std::shared_ptr<Model> build_gpt2(const ModelConfig& cfg) { return std::make_shared<Gpt2Model>(cfg); }
+
+// GPT2Config keys (n_embd, n_layer, n_head, n_inner, n_positions, ...); features the graph does
+// not implement are rejected rather than ignored.
+void parse_gpt2(const json& j, const std::string& o, ModelConfig& c) {
+  using namespace config_parse;
+  c.vocab_size = require_int(j, "vocab_size", o);
+  c.hidden_size = require_int(j, "n_embd", o);
+  c.num_layers = require_int(j, "n_layer", o);
+  c.num_heads = require_int(j, "n_head", o);
+  check_positive(c.vocab_size, "vocab_size", o);
+  check_positive(c.hidden_size, "n_embd", o);
+  check_positive(c.num_layers, "n_layer", o);
+  check_positive(c.num_heads, "n_head", o);
+  if (c.hidden_size % c.num_heads != 0)
+    fail_file(o, "key 'n_embd' (" + std::to_string(c.hidden_size) + ") is not divisible by n_head (" +
+                     std::to_string(c.num_heads) + ")");
+  c.num_kv_heads = c.num_heads;
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.intermediate_size = get_int(j, "n_inner", 4 * c.hidden_size, o);
+  check_positive(c.intermediate_size, "n_inner", o);
+  c.max_position_embeddings = get_int(j, "n_positions", 1024, o);
+  check_positive(c.max_position_embeddings, "n_positions", o);
+  c.norm_eps = get_num(j, "layer_norm_epsilon", 1e-5, o);
+  c.hidden_act = json_get_or<std::string>(j, "activation_function", "gelu_new", o);
+  check_activation(c.hidden_act, "activation_function", o);
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", true, o);
+  c.attention_bias = c.attention_out_bias = c.mlp_bias = true;
+  c.bos_token_ids = get_ids(j, "bos_token_id", {50256}, o);
+  c.eos_token_ids = get_ids(j, "eos_token_id", {50256}, o);
+  auto pad = get_ids(j, "pad_token_id", {}, o);
+  c.pad_token_id = pad.empty() ? -1 : pad[0];
+  if (!get_bool(j, "scale_attn_weights", true, o)) fail_file(o, "key 'scale_attn_weights': false is not supported");
+  if (get_bool(j, "scale_attn_by_inverse_layer_idx", false, o))
+    fail_file(o, "key 'scale_attn_by_inverse_layer_idx': true is not supported");
+}
+
 }  // namespace
 
-std::shared_ptr<Model> build_gpt2(const ModelConfig& cfg) { return std::make_shared<Gpt2Model>(cfg); }
+FamilyEntry gpt2_family() { return {"GPT-2 (GPT2LMHeadModel)", Family::gpt2, parse_gpt2, build_gpt2, nullptr}; }
 
 }  // namespace mf

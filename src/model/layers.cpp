@@ -43,6 +43,19 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
 }
 
+LoraLinear::LoraLinear(int64_t in, int64_t out, int64_t r, double scale_, double dropout_)
+    : scale(scale_), dropout(dropout_) {
+  lora_A = register_parameter("lora_A", torch::zeros({r, in}));
+  lora_B = register_parameter("lora_B", torch::zeros({out, r}));
+}
+
+at::Tensor LoraLinear::delta(const at::Tensor& x) {
+  // The low-rank path runs in the adapter's dtype (fp32 over a bf16 base model).
+  at::Tensor h = x.to(lora_A.scalar_type());
+  if (dropout > 0 && is_training()) h = at::dropout(h, dropout, true);
+  return (at::linear(at::linear(h, lora_A), lora_B) * scale).to(x.scalar_type());
+}
+
 Conv1D::Conv1D(int64_t in, int64_t out) {
   weight = register_parameter("weight", torch::empty({in, out}));
   bias = register_parameter("bias", torch::zeros({out}));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/ffn_block.h"
 #include "model/hooks.h"
 #include "model/kv_cache.h"
 
@@ -20,17 +21,28 @@ namespace mf {
 // each weight row once (moe::small_batch_matmul) replaces libtorch's slow bf16 GEMV.
 at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
+// A LoRA adapter of one Linear (Hu et al. 2021, PEFT semantics):
+//   delta(x) = (alpha / r) * B A dropout(x),   A [r, in], B [out, r]
+// Attached through Linear::lora (train/lora.h attaches them by module name); the MoE block reads
+// A and B of its experts' projections directly to build a LoRA expert bank.
+struct LoraLinear : torch::nn::Module {
+  LoraLinear(int64_t in, int64_t out, int64_t r, double scale, double dropout);
+  at::Tensor delta(const at::Tensor& x);  // in x's dtype
+  at::Tensor lora_A, lora_B;
+  double scale, dropout;
+};
+
 // y = x W^T + b, W [out, in] (nn.Linear layout).
 struct Linear : torch::nn::Module {
   Linear(int64_t in, int64_t out, bool bias);
   at::Tensor forward(const at::Tensor& x) const {
     at::Tensor y = apply_linear(x, weight, bias);
-    return adapter ? y + adapter(x) : y;
+    return lora ? y + lora->delta(x) : y;
   }
   at::Tensor weight, bias;
-  // Optional additive path y += adapter(x) (LoRA, src/train/lora.h). Not a registered
-  // submodule, so the module's parameter names stay the checkpoint's.
-  std::function<at::Tensor(const at::Tensor&)> adapter;
+  // Optional LoRA path y += lora->delta(x). Not a registered submodule, so the module's parameter
+  // names stay the checkpoint's (the adapters' own module owns its parameters).
+  std::shared_ptr<LoraLinear> lora;
 };
 
 // GPT-2's Conv1D: y = x W + b with W stored [in, out].
@@ -117,12 +129,16 @@ struct Attention : torch::nn::Module {
 };
 
 // Gated FFN: down( act(gate(x)) * up(x) ). Sub-module names are configurable because Mixtral
-// calls them w1 (gate), w3 (up), w2 (down).
-struct GatedMLP : torch::nn::Module {
+// calls them w1 (gate), w3 (up), w2 (down). The dense FFN block of the Llama graph, and the
+// weights of each expert of an MoE block.
+struct GatedMLP : FfnBlock {
   GatedMLP(int64_t hidden, int64_t inner, const std::string& act, bool bias, const std::string& gate_name = "gate_proj",
            const std::string& up_name = "up_proj", const std::string& down_name = "down_proj");
+  at::Tensor forward(const at::Tensor& x, const FfnContext& ctx) override {
+    return forward(x, ctx.hooks, ctx.layer, ctx.valid);
+  }
   // `hooks` may be null; `expert` and `tokens` are passed to ffn_intermediate events.
-  at::Tensor forward(const at::Tensor& x, Hooks* hooks = nullptr, int layer = 0, const at::Tensor& valid = {},
+  at::Tensor forward(const at::Tensor& x, Hooks* hooks, int layer = 0, const at::Tensor& valid = {},
                      int expert = -1, const at::Tensor& tokens = {});
   std::shared_ptr<Linear> gate, up, down;
   std::string act;

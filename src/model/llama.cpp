@@ -5,31 +5,20 @@
 // Differences are config switches (ModelConfig).
 //
 // Per layer: h += attn(input_layernorm(h)); h += ffn(post_attention_layernorm(h)).
+// Also the "llama" entry of the family table (Mistral and Qwen2 have their own files).
+#include "model/config_parse.h"
+#include "model/family.h"
 #include "model/layers.h"
 #include "model/model.h"
-#include "model/moe_ffn.h"
 #include "util/error.h"
 
 namespace mf {
 namespace {
 
 struct DecoderLayer : torch::nn::Module {
-  DecoderLayer(const ModelConfig& cfg, int64_t l) : layer(static_cast<int>(l)) {
+  DecoderLayer(const ModelConfig& cfg, int64_t l) : layer(static_cast<int>(l)), ffn_name(cfg.ffn_module_name()) {
     self_attn = register_module("self_attn", std::make_shared<Attention>(cfg, l));
-    const std::string ffn_name = cfg.ffn_module_name();
-    if (cfg.layer_is_moe(l)) {
-      switch (cfg.family) {
-        case Family::mixtral: moe = make_mixtral_ffn(cfg, l); break;
-        case Family::qwen2_moe: moe = make_qwen2_moe_ffn(cfg, l); break;
-        case Family::olmoe: moe = make_olmoe_ffn(cfg, l); break;
-        case Family::moeforge: moe = make_moeforge_ffn(cfg, l); break;
-        default: fail(cfg.origin + ": model_type " + cfg.model_type + " has no MoE block");
-      }
-      register_module(ffn_name, moe);
-    } else {
-      mlp = register_module(ffn_name, std::make_shared<GatedMLP>(cfg.hidden_size, cfg.intermediate_size,
-                                                                 cfg.hidden_act, cfg.mlp_bias));
-    }
+    ffn = register_module(ffn_name, ffn_block_registry().at(cfg.layer_is_moe(l) ? "moe" : "gated_mlp").make(cfg, l));
     input_layernorm = register_module("input_layernorm", std::make_shared<RMSNorm>(cfg.hidden_size, cfg.norm_eps));
     post_attention_layernorm =
         register_module("post_attention_layernorm", std::make_shared<RMSNorm>(cfg.hidden_size, cfg.norm_eps));
@@ -41,17 +30,18 @@ struct DecoderLayer : torch::nn::Module {
     h = h + self_attn->forward(input_layernorm->forward(h), st);
     at::Tensor x = post_attention_layernorm->forward(h).reshape({B * T, H});
     if (hooks && hooks->wants(HookPoint::ffn_input, layer)) x = hooks->fire(HookPoint::ffn_input, layer, x, st.valid);
-    at::Tensor f = mlp ? mlp->forward(x, hooks, layer, st.valid) : moe->forward(x, hooks, layer, st.valid);
-    h = h + f.view({B, T, H});
+    h = h + ffn->forward(x, FfnContext{hooks, layer, st.valid}).view({B, T, H});
     if (hooks && hooks->wants(HookPoint::block_output, layer))
       h = hooks->fire(HookPoint::block_output, layer, h.reshape({B * T, H}), st.valid).view({B, T, H});
     return h;
   }
 
+  void set_ffn(std::shared_ptr<FfnBlock> block) { ffn = replace_module(ffn_name, std::move(block)); }
+
   int layer;
+  std::string ffn_name;
   std::shared_ptr<Attention> self_attn;
-  std::shared_ptr<GatedMLP> mlp;
-  std::shared_ptr<MoeFFN> moe;
+  std::shared_ptr<FfnBlock> ffn;
   std::shared_ptr<RMSNorm> input_layernorm, post_attention_layernorm;
 };
 
@@ -101,16 +91,9 @@ class LlamaModel : public Model {
     return run_layers(h, st);
   }
 
-  void after_optimizer_step() override {
-    for (auto& layer : model->layers)
-      if (layer->moe) layer->moe->after_optimizer_step();
-  }
-
-  std::vector<MoeLayerStats> moe_stats() const override {
-    std::vector<MoeLayerStats> v;
-    for (const auto& layer : model->layers)
-      if (layer->moe) v.push_back(layer->moe->last_stats());
-    return v;
+  std::shared_ptr<FfnBlock> ffn(int64_t layer) const override { return model->layers.at(layer)->ffn; }
+  void set_ffn(int64_t layer, std::shared_ptr<FfnBlock> block) override {
+    model->layers.at(layer)->set_ffn(std::move(block));
   }
 
   at::Tensor lm_head(const at::Tensor& hidden) override {
@@ -134,5 +117,21 @@ class LlamaModel : public Model {
 }  // namespace
 
 std::shared_ptr<Model> build_llama_family(const ModelConfig& cfg) { return std::make_shared<LlamaModel>(cfg); }
+
+namespace {
+
+// LlamaForCausalLM: attention_bias sets the q/k/v and o_proj biases alike.
+void parse_llama(const json& j, const std::string& o, ModelConfig& c) {
+  using namespace config_parse;
+  parse_llama_common(j, o, c, LlamaDefaults{});
+  c.attention_bias = c.attention_out_bias = get_bool(j, "attention_bias", false, o);
+  c.mlp_bias = get_bool(j, "mlp_bias", false, o);
+}
+
+}  // namespace
+
+FamilyEntry llama_family() {
+  return {"Llama-2/3/3.2, SmolLM (LlamaForCausalLM)", Family::llama, parse_llama, build_llama_family, nullptr};
+}
 
 }  // namespace mf

@@ -1,7 +1,11 @@
 #include "model/model.h"
 
+#include "model/family.h"
 #include "model/layers.h"
 #include "model/moe_ffn.h"
+#include "moe/losses.h"
+
+#include <set>
 #include "util/error.h"
 #include "util/str.h"
 
@@ -27,10 +31,7 @@ at::Device parse_device(const std::string& name) {
   throw UsageError("unknown device \"" + name + "\" (use cpu or cuda[:N])");
 }
 
-std::shared_ptr<Model> Model::create(const ModelConfig& cfg) {
-  if (cfg.family == Family::gpt2) return build_gpt2(cfg);
-  return build_llama_family(cfg);
-}
+std::shared_ptr<Model> Model::create(const ModelConfig& cfg) { return family_registry().at(cfg.model_type).build(cfg); }
 
 at::ScalarType Model::dtype() const {
   auto ps = parameters();
@@ -49,14 +50,57 @@ at::Tensor Model::forward(const at::Tensor& input_ids, const at::Tensor& attenti
 std::vector<std::pair<std::string, at::Tensor>> Model::hf_tensors() {
   auto params = named_parameters();
   std::vector<std::pair<std::string, at::Tensor>> out;
+  std::set<std::string> written;
   for (const auto& spec : expected_tensors(cfg_)) {
     if (const at::Tensor* t = params.find(spec.name)) out.emplace_back(spec.name, t->detach());
     else if (auto it = extra_tensors_.find(spec.name); it != extra_tensors_.end()) out.emplace_back(spec.name, it->second);
+    else continue;
+    written.insert(spec.name);
   }
+  // Nothing is dropped silently: parameters the config does not describe follow.
+  for (const auto& p : params)
+    if (!written.count(p.key())) out.emplace_back(p.key(), p.value().detach());
   return out;
 }
 
-std::vector<MoeLayerStats> Model::moe_stats() const { return {}; }
+void Model::after_optimizer_step() {
+  for (int64_t l = 0; l < cfg_.num_layers; ++l) ffn(l)->after_optimizer_step();
+}
+
+std::vector<MoeLayerStats> Model::moe_stats() const {
+  std::vector<MoeLayerStats> v;
+  for (int64_t l = 0; l < cfg_.num_layers; ++l)
+    if (auto s = ffn(l)->moe_stats()) v.push_back(*s);
+  return v;
+}
+
+std::vector<AuxLoss> Model::aux_losses() const {
+  std::vector<AuxLoss> v;
+  std::vector<at::Tensor> pooled;  // router logits of HF load-balancing blocks
+  at::Tensor pooled_mask;
+  double coef = 0.0;
+  int64_t k = 0;
+  for (int64_t l = 0; l < cfg_.num_layers; ++l) {
+    auto block = ffn(l);
+    for (auto& a : block->aux_losses()) v.push_back(std::move(a));
+    auto moe = std::dynamic_pointer_cast<MoeFFN>(block);
+    if (!moe || moe->spec().aux.kind != MoeAuxLossConfig::Kind::LoadBalancing || moe->spec().aux.coef <= 0 ||
+        !moe->last_logits().defined())
+      continue;
+    pooled.push_back(moe->last_logits());
+    pooled_mask = moe->last_valid();
+    coef = moe->spec().aux.coef;
+    k = moe->spec().router.selection.k;
+  }
+  if (!pooled.empty()) v.push_back({"balance_loss", moe::mixtral_balance_loss(pooled, k, pooled_mask, true) * coef});
+  return v;
+}
+
+at::Tensor Model::aux_loss() const {
+  at::Tensor total = at::zeros({}, at::kFloat);
+  for (const auto& a : aux_losses()) total = total + a.value.to(at::kFloat);
+  return total;
+}
 
 bool is_router_parameter(const std::string& name) {
   return name.find(".mlp.router.") != std::string::npos || ends_with(name, ".mlp.gate.weight") ||

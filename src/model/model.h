@@ -17,12 +17,11 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/ffn_block.h"
 #include "model/hooks.h"
 #include "model/kv_cache.h"
 
 namespace mf {
-
-struct MoeLayerStats;  // model/moe_ffn.h
 
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // kFloat or kBFloat16 (kHalf on CUDA)
@@ -61,18 +60,30 @@ class Model : public torch::nn::Module {
   KvCache make_cache(int64_t capacity = 0) const { return KvCache(cfg_.num_layers, capacity); }
 
   // Tensors under their checkpoint names, in expected_tensors() order (tied lm_head omitted),
-  // ready for save_checkpoint().
+  // then any parameter the config does not describe (a swapped-in block's), ready for
+  // save_checkpoint().
   std::vector<std::pair<std::string, at::Tensor>> hf_tensors();
   // Sets parameters from `get(name)` (canonical HF names); converts dtype/device to the model's.
   void set_weights(const std::function<at::Tensor(const std::string&)>& get);
   // Random weights (N(0, std), norms around 1), deterministic in `seed`.
   void init_random(uint64_t seed, double std = 0.02);
 
-  // MoE models (docs/moe.md). Call after every optimizer step: refreshes what is derived from
-  // expert weights (EMoE avg-k gates). A no-op for dense models.
-  virtual void after_optimizer_step() {}
+  // The FFN slot of each decoder layer (dense MLP, MoE block, or a block a feature put there).
+  // set_ffn swaps the block of a layer; its parameters appear under the slot's checkpoint name.
+  virtual std::shared_ptr<FfnBlock> ffn(int64_t layer) const = 0;
+  virtual void set_ffn(int64_t layer, std::shared_ptr<FfnBlock> block) = 0;
+
+  // Call after every optimizer step: refreshes what blocks derive from their weights (EMoE
+  // avg-k gates, fused expert tensors).
+  void after_optimizer_step();
   // Per MoE layer, what the last forward did: tokens per expert, activated-FFN fraction.
-  virtual std::vector<MoeLayerStats> moe_stats() const;
+  std::vector<MoeLayerStats> moe_stats() const;
+  // The auxiliary losses of the last forward in training mode (coefficients applied): each
+  // block's own, plus HF's load-balancing loss pooled over the MoE layers of Mixtral /
+  // Qwen2-MoE / OLMoE blocks. Training recipes add aux_loss() (their sum, 0 when none) to the
+  // LM loss.
+  std::vector<AuxLoss> aux_losses() const;
+  at::Tensor aux_loss() const;
 
   // Checkpoint tensors that are not parameters, kept for round trips (moeforge's I32
   // `mlp.experts.{e}.neurons` provenance). Loaded by load(), written by hf_tensors().
@@ -91,8 +102,8 @@ class Model : public torch::nn::Module {
 // freezes every parameter for which this is false.
 bool is_router_parameter(const std::string& name);
 
-// Family builders (one file each).
-std::shared_ptr<Model> build_llama_family(const ModelConfig& cfg);  // llama.cpp: Llama/Mistral/Qwen2 graph + MoE variants
-std::shared_ptr<Model> build_gpt2(const ModelConfig& cfg);          // gpt2.cpp
+// The Llama graph (llama.cpp), shared by Llama, Mistral, Qwen2 and the MoE families built on it;
+// family entries (model/family.h) name it as their `build`.
+std::shared_ptr<Model> build_llama_family(const ModelConfig& cfg);
 
 }  // namespace mf

@@ -1,6 +1,8 @@
 #include "model/moe_ffn.h"
 
-#include "moe/routers/avgk_router.h"
+#include "moe/losses.h"
+#include "moe/lora_expert_bank.h"
+#include "moe/routers/selection.h"
 #include "util/error.h"
 
 namespace mf {
@@ -10,13 +12,37 @@ moe::Act moe_activation(const std::string& a) {
   return moe::parse_act(a);
 }
 
+MoeAuxLossConfig::Kind parse_aux_loss_kind(const std::string& name) {
+  using K = MoeAuxLossConfig::Kind;
+  if (name == "hemoe") return K::Hemoe;
+  if (name == "switch") return K::Switch;
+  if (name == "load_balancing") return K::LoadBalancing;
+  if (name == "none") return K::None;
+  fail("unknown auxiliary loss \"" + name + "\" (known: hemoe, switch, load_balancing, none)");
+}
+
+MoeFfnSpec moe_ffn_spec(const ModelConfig& cfg, int64_t l) {
+  MoeFfnSpec s;
+  s.hidden = cfg.hidden_size;
+  s.widths = cfg.layer_expert_widths(l);
+  s.act = cfg.hidden_act;
+  s.router.dim = cfg.hidden_size;
+  s.router.num_experts = static_cast<int64_t>(s.widths.size());
+  s.router.selection.k = cfg.num_experts_per_tok;
+  s.router.selection.gate = cfg.norm_topk_prob ? moe::GateMode::Renorm : moe::GateMode::Prob;
+  return s;
+}
+
 MoeFFN::MoeFFN(MoeFfnSpec spec) : spec_(std::move(spec)), act_(moe_activation(spec_.act)) {
   const int64_t H = spec_.hidden, E = static_cast<int64_t>(spec_.widths.size());
   if (E < 1) fail("MoE block needs at least one expert");
-  if (spec_.router) {
-    router = spec_.router;
-    register_module(spec_.router_name, router);
-  }
+  const moe::RouterEntry& entry = moe::router_registry().at(spec_.router_type);
+  spec_.router.dim = H;
+  spec_.router.num_experts = E;
+  router = entry.make(spec_.router);
+  if (!router) fail("router \"" + spec_.router_type + "\" made no router");
+  router_from_experts_ = entry.from_experts;
+  register_module(spec_.router_name, router);
   auto list = register_module("experts", torch::nn::ModuleList());
   for (int64_t e = 0; e < E; ++e) {
     auto m = std::make_shared<GatedMLP>(H, spec_.widths[e], spec_.act, false, spec_.gate_name, spec_.up_name,
@@ -28,19 +54,6 @@ MoeFFN::MoeFFN(MoeFfnSpec spec) : spec_(std::move(spec)), act_(moe_activation(sp
     shared_expert = register_module("shared_expert", std::make_shared<GatedMLP>(H, spec_.shared_inner, spec_.act, false));
     shared_expert_gate = register_module("shared_expert_gate", std::make_shared<Linear>(H, 1, false));
   }
-  if (spec_.avgk) {
-    // The avg-k gate is a buffer computed from the experts; a bank of width-1 experts gives
-    // the router its shape until the first forward computes the real gate.
-    std::vector<at::Tensor> wi, wo;
-    for (int64_t e = 0; e < E; ++e) {
-      wi.push_back(at::zeros({2, H}));
-      wo.push_back(at::zeros({H, 1}));
-    }
-    moe::ExpertBank shape_only(wi, wo, act_, true);
-    router = std::make_shared<moe::AvgKRouterImpl>(*shape_only, spec_.avgk_selection);
-    register_module(spec_.router_name, router);
-  }
-  if (!router) fail("MoE block without a router");
 }
 
 std::vector<at::Tensor> MoeFFN::expert_tensors() const {
@@ -59,6 +72,13 @@ std::vector<at::Tensor> MoeFFN::expert_tensors() const {
   return v;
 }
 
+bool MoeFFN::has_lora() const {
+  auto any = [](const GatedMLP& m) { return m.gate->lora || m.up->lora || m.down->lora; };
+  for (const auto& m : experts)
+    if (any(*m)) return true;
+  return shared_expert && any(*shared_expert);
+}
+
 bool MoeFFN::fingerprint_matches() const {
   const auto ts = expert_tensors();
   if (ts.size() != fingerprint_.size()) return false;
@@ -72,7 +92,7 @@ namespace {
 // A bank from GatedMLP experts. differentiable: fused tensors by autograd ops (gradients reach
 // the parameters). Otherwise the fused tensors become the parameters' storage: gate / up /
 // down are re-pointed at views of them, so the weights exist once.
-moe::ExpertBank bank_from(const std::vector<std::shared_ptr<GatedMLP>>& ms, moe::Act act, bool differentiable) {
+moe::DenseExpertBank bank_from(const std::vector<std::shared_ptr<GatedMLP>>& ms, moe::Act act, bool differentiable) {
   std::vector<at::Tensor> w_in, w_out;
   bool same = true;
   for (const auto& m : ms) {
@@ -81,73 +101,118 @@ moe::ExpertBank bank_from(const std::vector<std::shared_ptr<GatedMLP>>& ms, moe:
     w_out.push_back(differentiable ? d.view(d.sizes()) : d.detach());
     same = same && m->gate->weight.size(0) == ms[0]->gate->weight.size(0);
   }
-  if (differentiable) return moe::ExpertBank(w_in, w_out, act, true);
-  if (same && ms.size() > 1) {
-    at::Tensor wi = at::stack(w_in), wo = at::stack(w_out);
-    moe::ExpertBank bank(wi, wo, act, true);
-    for (size_t e = 0; e < ms.size(); ++e) {
-      const int64_t f = ms[e]->gate->weight.size(0);
-      const at::Tensor we = bank->w_in(static_cast<int64_t>(e));
-      ms[e]->gate->weight.set_data(we.narrow(0, 0, f));
-      ms[e]->up->weight.set_data(we.narrow(0, f, f));
-      ms[e]->down->weight.set_data(bank->w_out(static_cast<int64_t>(e)));
-    }
-    return bank;
-  }
-  moe::ExpertBank bank(w_in, w_out, act, true);
+  if (differentiable) return std::make_shared<moe::DenseExpertBankImpl>(w_in, w_out, act, true);
+  const bool stacked = same && ms.size() > 1;
+  auto bank = stacked ? std::make_shared<moe::DenseExpertBankImpl>(at::stack(w_in), at::stack(w_out), act, true)
+                      : std::make_shared<moe::DenseExpertBankImpl>(w_in, w_out, act, true);
   for (size_t e = 0; e < ms.size(); ++e) {
     const int64_t f = ms[e]->gate->weight.size(0);
     const at::Tensor we = bank->w_in(static_cast<int64_t>(e));
     ms[e]->gate->weight.set_data(we.narrow(0, 0, f));
     ms[e]->up->weight.set_data(we.narrow(0, f, f));
+    if (stacked) ms[e]->down->weight.set_data(bank->w_out(static_cast<int64_t>(e)));
   }
   return bank;
 }
 
+moe::LoraDelta lora_delta(const Linear& l) {
+  if (!l.lora) return {};
+  return {l.lora->lora_A, l.lora->lora_B, l.lora->scale};
+}
+
+// The bank with the experts' LoRA adapters over it, or the dense bank when they have none.
+moe::ExpertBank with_lora(moe::DenseExpertBank dense, const std::vector<std::shared_ptr<GatedMLP>>& ms) {
+  std::vector<moe::LoraExpertDeltas> deltas;
+  bool any = false;
+  double dropout = 0.0;
+  for (const auto& m : ms) {
+    deltas.push_back({lora_delta(*m->gate), lora_delta(*m->up), lora_delta(*m->down)});
+    for (const Linear* l : {m->gate.get(), m->up.get(), m->down.get()})
+      if (l->lora) {
+        any = true;
+        dropout = l->lora->is_training() ? l->lora->dropout : 0.0;
+      }
+  }
+  if (!any) return dense;
+  return std::make_shared<moe::LoraExpertBankImpl>(std::move(dense), std::move(deltas), dropout);
+}
+
 }  // namespace
 
+std::pair<moe::DenseExpertBank, moe::DenseExpertBank> MoeFFN::dense_banks(bool differentiable) {
+  if (differentiable)
+    return {bank_from(experts, act_, true), shared_expert ? bank_from({shared_expert}, act_, true) : nullptr};
+  if (!base_ || !fingerprint_matches()) {
+    c10::InferenceMode normal_tensors(false);  // the parameters must never become inference tensors
+    at::NoGradGuard ng;
+    base_ = bank_from(experts, act_, false);
+    base_shared_ = shared_expert ? bank_from({shared_expert}, act_, false) : nullptr;
+    cached_ = moe::MoELayer(nullptr);
+    fingerprint_.clear();
+    for (const auto& t : expert_tensors()) fingerprint_.emplace_back(t.data_ptr(), t._version());
+  }
+  return {base_, base_shared_};
+}
+
 moe::MoELayer MoeFFN::build(bool differentiable) {
-  moe::ExpertBank bank = bank_from(experts, act_, differentiable);
+  auto [dense, shared_dense] = dense_banks(differentiable);
+  c10::InferenceMode normal_tensors(false);
+  moe::ExpertBank bank = with_lora(dense, experts);
   moe::MoELayer layer(bank, router);
   if (shared_expert) {
-    moe::ExpertBank sb = bank_from({shared_expert}, act_, differentiable);
     const at::Tensor& g = shared_expert_gate->weight;
-    layer->set_shared_expert(sb, differentiable ? g.view(g.sizes()) : g.detach());
+    layer->set_shared_expert(with_lora(shared_dense, {shared_expert}), differentiable ? g.view(g.sizes()) : g.detach());
   }
   // The layer registered its tensors as parameters (requires_grad = true). Leaves among them
   // were made from frozen or detached weights: no gradient must be computed for them. The
-  // router's parameters are the block's own and keep their flags.
+  // router's parameters are the block's own and keep their flags; LoRA tensors are not
+  // registered by the bank and keep theirs.
   for (auto& p : layer->named_parameters()) {
     if (p.key().rfind("router.", 0) == 0) continue;
     if (p.value().is_leaf()) p.value().set_requires_grad(false);
   }
-  if (spec_.avgk) static_cast<moe::AvgKRouterImpl&>(*router).refresh(*bank);
+  if (router_from_experts_) {
+    at::NoGradGuard ng;
+    router->after_optimizer_step(*bank);
+  }
+  expert_params_.clear();
+  for (int64_t e = 0; e < bank->num_experts(); ++e) expert_params_.push_back(bank->expert_params(e));
+  always_active_params_ = router->param_count();
+  if (shared_expert) always_active_params_ += 3 * spec_.hidden * spec_.shared_inner + spec_.hidden;  // + its gate
   return layer;
 }
 
 moe::MoELayer MoeFFN::inference_layer() {
-  if (cached_ && fingerprint_matches()) return cached_;
-  c10::InferenceMode normal_tensors(false);  // the parameters must never become inference tensors
+  if (cached_ && base_ && fingerprint_matches()) return cached_;
+  dense_banks(false);
   at::NoGradGuard ng;
   cached_ = build(false);
-  fingerprint_.clear();
-  for (const auto& t : expert_tensors()) fingerprint_.emplace_back(t.data_ptr(), t._version());
   return cached_;
 }
 
 void MoeFFN::after_optimizer_step() {
   // Expert weights may have changed in place: rebuild (and, for avg-k, recompute the gate).
   cached_ = moe::MoELayer(nullptr);
+  base_ = base_shared_ = nullptr;
   fingerprint_.clear();
-  if (spec_.avgk) inference_layer();
+  if (router_from_experts_) {
+    at::NoGradGuard ng;
+    if (has_lora()) build(false);
+    else inference_layer();
+  }
 }
 
-at::Tensor MoeFFN::forward(const at::Tensor& x, Hooks* hooks, int layer, const at::Tensor& valid) {
-  layer_ = layer;
+at::Tensor MoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
+  layer_ = ctx.layer;
+  Hooks* hooks = ctx.hooks;
+  const int layer = ctx.layer;
+  const at::Tensor& valid = ctx.valid;
   bool trainable = false;
   if (at::GradMode::is_enabled())
     for (const auto& t : expert_tensors()) trainable = trainable || t.requires_grad();
-  moe::MoELayer m = trainable ? build(true) : inference_layer();
+  // With adapters on expert projections: the base weights as cached views (or differentiable
+  // when the experts train too) and a LoRA bank over them, built for this forward.
+  moe::MoELayer m = has_lora() || trainable ? build(trainable) : inference_layer();
   m->train(is_training());
 
   moe::MoECallbacks cb;
@@ -169,40 +234,54 @@ at::Tensor MoeFFN::forward(const at::Tensor& x, Hooks* hooks, int layer, const a
     observed = true;
   }
   moe::MoEOutput out = m->forward_full(x, observed ? &cb : nullptr);
-  last_idx_ = out.route.idx.detach();
+  last_plan_ = out.plan;
+  last_probs_ = out.route.probs.detach();
   last_valid_ = valid;
+  // Routing with autograd for the auxiliary losses (training only; released otherwise).
+  const bool keep = is_training() && at::GradMode::is_enabled() && out.route.logits.requires_grad();
+  last_logits_ = keep ? out.route.logits : at::Tensor();
+  last_scores_ = keep ? out.route.probs : at::Tensor();
+  last_idx_ = keep ? out.route.idx : at::Tensor();
   return out.y;
 }
 
-MoeLayerStats MoeFFN::last_stats() const {
+std::vector<AuxLoss> MoeFFN::aux_losses() const {
+  using K = MoeAuxLossConfig::Kind;
+  std::vector<AuxLoss> v;
+  if (!last_logits_.defined()) return v;
+  const MoeAuxLossConfig& a = spec_.aux;
+  if ((a.kind == K::Hemoe || a.kind == K::Switch) && a.coef > 0) {
+    const int64_t E = num_experts();
+    // f_j from straight-through unit weights of the selected experts, P_j from the scores.
+    at::Tensor w = moe::dense_from_slots(last_idx_, moe::gate_values(last_scores_, last_idx_, moe::GateMode::UnitST), E);
+    at::Tensor loss;
+    if (a.kind == K::Hemoe) {
+      loss = moe::hemoe_balance_loss(w, last_scores_, spec_.widths, last_valid_, a.coef, a.scale_by_tokens,
+                                     static_cast<double>(spec_.reference_width));
+    } else {
+      loss = moe::hemoe_balance_loss(w, last_scores_, std::vector<int64_t>(static_cast<size_t>(E), 1), last_valid_,
+                                     a.coef, false, 1.0);
+    }
+    v.push_back({"balance_loss", loss});
+  }
+  if (a.z_coef > 0) v.push_back({"z_loss", moe::z_loss(last_logits_, last_valid_) * a.z_coef});
+  return v;
+}
+
+std::optional<MoeLayerStats> MoeFFN::moe_stats() const {
   MoeLayerStats s;
   s.layer = layer_;
-  const int64_t E = num_experts(), H = spec_.hidden;
-  s.tokens_per_expert.assign(static_cast<size_t>(E), 0);
-  if (!last_idx_.defined()) return s;
+  s.tokens_per_expert.assign(static_cast<size_t>(num_experts()), 0);
+  if (!last_probs_.defined() || expert_params_.empty()) return s;
+  static_cast<moe::MoETelemetry&>(s) =
+      moe::compute_telemetry(last_plan_, last_probs_, last_valid_, expert_params_, always_active_params_);
   int64_t ref = spec_.reference_width;
   if (ref <= 0)
     for (int64_t w : spec_.widths) ref += w;
-  const at::Tensor idx = last_idx_.to(at::kCPU).contiguous();
-  const int64_t T = idx.size(0), K = idx.size(1);
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  at::Tensor valid;
-  if (last_valid_.defined()) valid = last_valid_.to(at::kCPU, at::kBool).contiguous();
   double width = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    if (valid.defined() && !valid.data_ptr<bool>()[t]) continue;
-    ++s.tokens;
-    for (int64_t j = 0; j < K; ++j) {
-      const int64_t e = ip[t * K + j];
-      if (e < 0) continue;
-      ++s.tokens_per_expert[static_cast<size_t>(e)];
-      width += static_cast<double>(spec_.widths[static_cast<size_t>(e)]);
-    }
-  }
-  if (s.tokens > 0) {
-    s.active_ffn_fraction = width / static_cast<double>(s.tokens) / static_cast<double>(ref);
-    s.active_expert_params = 3.0 * static_cast<double>(H) * width / static_cast<double>(s.tokens);
-  }
+  for (size_t e = 0; e < s.tokens_per_expert.size(); ++e)
+    width += static_cast<double>(s.tokens_per_expert[e]) * static_cast<double>(spec_.widths[e]);
+  if (s.tokens > 0) s.active_ffn_fraction = width / static_cast<double>(s.tokens) / static_cast<double>(ref);
   return s;
 }
 

@@ -1,65 +1,83 @@
-// The routed-expert FFN of every MoE family of the runtime — Mixtral, Qwen2-MoE, OLMoE and
+// The routed-expert FFN block of every MoE family of the runtime — Mixtral, Qwen2-MoE, OLMoE and
 // moeforge's own dense→MoE splits. Parameters live under their checkpoint names (router
 // `gate` / `router`, `experts.{e}.<gate>/<up>/<down>`, `shared_expert`, `shared_expert_gate`),
-// so named_parameters() are the HF tensor names; the computation is the shared MoE layer of
-// src/moe (routing plan, grouped expert GEMMs, fused decode path, custom autograd).
+// so named_parameters() are the HF tensor names; the computation is src/moe's MoE layer (routing
+// plan, expert banks, grouped expert GEMMs, fused decode path, custom autograd) with a router
+// from src/moe's router table.
 //
 // The MoE layer wants each expert's gate and up rows fused in one [2 f_e, d] tensor. For
 // inference the block builds that layer once and points the gate / up parameters at views
 // of the fused tensors (no second copy of the weights); it rebuilds when a parameter's data
 // or version changes (loading, .to(), an optimizer step). When gradients flow into expert
-// weights, every forward builds the fused tensors with differentiable ops instead.
+// weights, every forward builds the fused tensors with differentiable ops instead. LoRA
+// adapters attached to expert projections (Linear::lora) turn the bank into a LoRA expert bank
+// over the same weights, so they act in the forward pass and receive gradients.
+//
+// In training mode with autograd on, the block keeps its routing and reports its auxiliary
+// loss (aux_losses(); the HF load-balancing loss, pooled over layers, is Model::aux_losses()).
 #pragma once
 #include <torch/torch.h>
 
+#include "model/ffn_block.h"
 #include "model/layers.h"
 #include "moe/moe_layer.h"
+#include "moe/routers/registry.h"
 
 namespace mf {
 
-// What the last forward of one MoE block did (Model::moe_stats()).
-struct MoeLayerStats {
-  int layer = 0;
-  int64_t tokens = 0;                      // real (unpadded) tokens
-  std::vector<int64_t> tokens_per_expert;  // routed tokens per expert (real tokens only)
-  // Mean over real tokens of sum over its selected experts of f_e, divided by the block's
-  // reference width (moeforge: the dense intermediate_size; other families: sum of f_e).
-  double active_ffn_fraction = 0.0;
-  // Mean over real tokens of the routed-expert parameters it used.
-  double active_expert_params = 0.0;
+// The auxiliary loss of an MoE block (docs/moe.md). Hemoe: coef * S * sum_j f_j r_j P_j with
+// r_j = f_e / reference width, S = tokens incl. padding (or E); Switch: coef * E * sum_j f_j P_j;
+// for both f_j is the straight-through fraction routed, P_j the mean score (real tokens).
+// LoadBalancing: HF's load_balancing_loss_func (Mixtral, Qwen2-MoE, OLMoE), pooled over all
+// MoE layers by Model::aux_losses(). z_coef > 0 adds coef * ST-MoE z-loss per layer.
+struct MoeAuxLossConfig {
+  enum class Kind { None, Hemoe, Switch, LoadBalancing };
+  Kind kind = Kind::None;
+  double coef = 0.0;
+  bool scale_by_tokens = true;
+  double z_coef = 0.0;
 };
+// "hemoe" | "switch" | "load_balancing" | "none" (mf::Error otherwise).
+MoeAuxLossConfig::Kind parse_aux_loss_kind(const std::string& name);
 
 struct MoeFfnSpec {
   int64_t hidden = 0;
   std::vector<int64_t> widths;  // f_e per routed expert
-  int64_t reference_width = 0;  // denominator of active_ffn_fraction (0 = sum of widths)
+  int64_t reference_width = 0;  // denominator of active_ffn_fraction and of HEMoE's r_j (0 = sum of widths)
   std::string act = "silu";
   // Expert sub-module names: Mixtral w1/w3/w2, others gate_proj/up_proj/down_proj.
   std::string gate_name = "gate_proj", up_name = "up_proj", down_name = "down_proj";
   int64_t shared_inner = 0;  // Qwen2-MoE shared expert width (0 = none)
-  // The router, registered under `router_name` (its parameters are checkpoint tensors).
-  // Leave `router` null and set `avgk` for EMoE's avg-k gate, which is computed from the
-  // experts (a buffer, no checkpoint tensor).
-  std::string router_name = "gate";
-  moe::Router router;
-  bool avgk = false;
-  moe::SelectionConfig avgk_selection;
+  // The router: an entry of moe::router_registry(), registered under `router_name` (its
+  // parameters are checkpoint tensors).
+  std::string router_name = "gate", router_type = "linear";
+  moe::RouterSpec router;
+  MoeAuxLossConfig aux;
 };
 
-class MoeFFN : public torch::nn::Module {
+// The parts of a spec every family shares, from the config for MoE layer `l`: widths,
+// activation, router shape and top-k (softmax, renormalised as norm_topk_prob says).
+MoeFfnSpec moe_ffn_spec(const ModelConfig& cfg, int64_t l);
+
+class MoeFFN : public FfnBlock {
  public:
   explicit MoeFFN(MoeFfnSpec spec);
 
   // x [N, H] -> [N, H]. Fires router_logits, ffn_intermediate and expert_output (per expert,
   // with `tokens`; the shared expert as expert -2), forward and backward.
-  at::Tensor forward(const at::Tensor& x, Hooks* hooks, int layer, const at::Tensor& valid);
-
-  // EMoE: recompute the avg-k gate from the current expert weights (after an optimizer step).
-  void after_optimizer_step();
-  MoeLayerStats last_stats() const;
+  at::Tensor forward(const at::Tensor& x, const FfnContext& ctx) override;
+  // Rebuilds what is derived from the expert weights (and recomputes an avg-k gate).
+  void after_optimizer_step() override;
+  std::vector<AuxLoss> aux_losses() const override;
+  std::optional<MoeLayerStats> moe_stats() const override;
 
   int64_t num_experts() const { return static_cast<int64_t>(experts.size()); }
   const MoeFfnSpec& spec() const { return spec_; }
+  MoeAuxLossConfig& aux_config() { return spec_.aux; }
+  // Router logits [N, E] (with autograd) and valid mask of the last training forward, for the
+  // pooled HF load-balancing loss (undefined when none was kept).
+  const at::Tensor& last_logits() const { return last_logits_; }
+  const at::Tensor& last_valid() const { return last_valid_; }
   // The MoE layer the next inference forward uses (built from the current parameters).
   moe::MoELayer inference_layer();
 
@@ -70,16 +88,25 @@ class MoeFFN : public torch::nn::Module {
 
  private:
   std::vector<at::Tensor> expert_tensors() const;  // gate, up, down of every expert, then the shared ones
+  bool has_lora() const;
+  // Dense banks of the routed and the shared experts over the current weights: cached views
+  // for inference (rebuilt when a weight changes), differentiable ops when the experts train.
+  std::pair<moe::DenseExpertBank, moe::DenseExpertBank> dense_banks(bool differentiable);
   moe::MoELayer build(bool differentiable);
   bool fingerprint_matches() const;
 
   MoeFfnSpec spec_;
   moe::Act act_;
+  bool router_from_experts_ = false;
+  moe::DenseExpertBank base_, base_shared_;
   moe::MoELayer cached_{nullptr};
   std::vector<std::pair<const void*, int64_t>> fingerprint_;  // (data_ptr, version) per expert tensor
-  // Last forward, for last_stats().
+  // Last forward: routing for telemetry (detached), and for the auxiliary losses (training).
   int layer_ = 0;
-  at::Tensor last_idx_, last_valid_;
+  moe::RoutingPlan last_plan_;
+  at::Tensor last_probs_, last_valid_, last_logits_, last_scores_, last_idx_;
+  std::vector<int64_t> expert_params_;
+  int64_t always_active_params_ = 0;
 };
 
 // The MoE block of each family (one file each: mixtral.cpp, qwen2_moe.cpp, olmoe.cpp,

@@ -1,79 +1,124 @@
 // moeforge MoE models ("model_type": "moeforge", docs/format.md): a Llama / Mistral / Qwen2
 // model whose FFN on the layers in `moe_layers` was split into experts of possibly different
 // widths (HEMoE, MoEfication, EMoE, MoEBERT, random splits). Attention, norms and the dense
-// layers are the base family's (llama.cpp); the MoE block is the shared MoE layer (moe_ffn.h)
-// with the router the config names:
-//   linear  logits = W x                               mlp.router.weight [E, H]
-//   mlp     logits = W2 tanh(W1 x / |x|) (MoEfication)  mlp.router.0.weight [E, H], .2.weight [E, E]
-//   avgk    logits_e = mean key of expert e · x (EMoE)  no tensor: recomputed from the experts
+// layers are the base family's (llama.cpp); the MoE block is the shared MoE block (moe_ffn.h)
+// with the router of moe::router_registry() that `router.type` names (linear, mlp, avgk, or
+// any registered one) and the auxiliary loss `router.aux_loss` names (hemoe, switch, none).
+#include "model/config_parse.h"
+#include "model/family.h"
+#include "model/model.h"
 #include "model/moe_ffn.h"
-#include "moe/routers/linear_router.h"
 #include "util/error.h"
 
 namespace mf {
+
+std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l) {
+  const MoeforgeRouter& r = cfg.router;
+  MoeFfnSpec s = moe_ffn_spec(cfg, l);
+  s.reference_width = cfg.intermediate_size;
+  s.router_name = "router";
+  s.router_type = r.type;
+  moe::SelectionConfig& sel = s.router.selection;
+  sel.max_k = cfg.num_experts_per_tok;
+  sel.top_p = r.top_p;
+  sel.dynk_tau = r.dynk_tau;
+  sel.selection = moe::parse_selection(r.selection);
+  sel.gate = moe::parse_gate_mode(r.gate);
+  s.router.score = moe::parse_score_fn(r.score);
+  s.router.config = r.config;
+  s.aux.kind = parse_aux_loss_kind(r.aux_loss);
+  s.aux.coef = r.aux_loss_coef;
+  if (!moe::router_registry().contains(r.type))
+    fail_file(cfg.origin, "router.type \"" + r.type + "\" is not supported (supported: " +
+                              moe::router_registry().known() + ")");
+  return std::make_shared<MoeFFN>(s);
+}
+
 namespace {
 
-// MoEfication's router as PyTorch's Sequential(Linear(H, E, bias=False), Tanh, Linear(E, E,
-// bias=False)) on the L2-normalised input, so its parameters are named 0.weight / 2.weight.
-class SequentialMlpRouter : public moe::RouterImpl {
- public:
-  SequentialMlpRouter(int64_t dim, int64_t num_experts, moe::SelectionConfig sel, moe::ScoreFn score)
-      : RouterImpl(dim, num_experts, sel, score) {
-    l0_ = register_module("0", std::make_shared<Linear>(dim, num_experts, false));
-    l2_ = register_module("2", std::make_shared<Linear>(num_experts, num_experts, false));
-  }
-  moe::RouterOutput route(const at::Tensor& x, bool training) override {
-    const at::ScalarType dt = routing_dtype(x);
-    at::Tensor xr = x.to(dt);
-    xr = xr / xr.norm(2, -1, true).clamp_min(1e-12);
-    at::Tensor h = at::tanh(at::linear(xr, l0_->weight.to(dt)));
-    return finish(at::linear(h, l2_->weight.to(dt)), training);
-  }
-  const char* kind() const override { return "mlp"; }
+// moeforge: the base family's config plus the MoE keys of docs/format.md.
+void parse_moeforge(const json& j, const std::string& o, ModelConfig& c) {
+  using namespace config_parse;
+  const std::string base = json_get<std::string>(j, "base_model_type", o);
+  if (base != "llama" && base != "mistral" && base != "qwen2")
+    fail_file(o, "base_model_type \"" + base + "\" is not supported (supported: llama, mistral, qwen2)");
+  json jb = j;
+  jb["model_type"] = base;
+  c = parse_model_config(jb, o);
+  c.base_family = c.family;
+  c.family = Family::moeforge;
+  c.model_type = "moeforge";
+  c.raw = j;
+  if (c.mlp_bias) fail_file(o, "key 'mlp_bias': true is not supported by moeforge MoE models (experts have no biases)");
 
- private:
-  std::shared_ptr<Linear> l0_, l2_;
-};
+  c.num_experts = require_int(j, "num_experts", o);
+  check_positive(c.num_experts, "num_experts", o);
+  c.num_experts_per_tok = require_int(j, "num_experts_per_tok", o);
+  if (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts)
+    fail_file(o, "num_experts_per_tok is " + std::to_string(c.num_experts_per_tok) + ", must be in 1.." +
+                     std::to_string(c.num_experts));
 
-moe::GateMode gate_mode(const std::string& g) {
-  if (g == "unit") return moe::GateMode::UnitST;
-  if (g == "renorm") return moe::GateMode::Renorm;
-  if (g == "prob") return moe::GateMode::Prob;
-  return moe::GateMode::Ones;
+  if (!j.contains("moe_layers")) fail_file(o, "missing key 'moe_layers'");
+  c.moe_layers = int_list(j["moe_layers"], "moe_layers", o);
+  for (size_t i = 0; i < c.moe_layers.size(); ++i) {
+    const int64_t l = c.moe_layers[i];
+    if (l < 0 || l >= c.num_layers)
+      fail_file(o, "moe_layers[" + std::to_string(i) + "] is " + std::to_string(l) + ", out of range (num_hidden_layers is " +
+                       std::to_string(c.num_layers) + ")");
+    if (i > 0 && l <= c.moe_layers[i - 1])
+      fail_file(o, "moe_layers must be ascending without repeats (moe_layers[" + std::to_string(i) + "] is " +
+                       std::to_string(l) + ")");
+  }
+
+  if (!j.contains("expert_sizes")) fail_file(o, "missing key 'expert_sizes'");
+  const json& es = j["expert_sizes"];
+  if (!es.is_array()) fail_file(o, "key 'expert_sizes' must be a list of lists of integers");
+  if (es.size() != c.moe_layers.size())
+    fail_file(o, "expert_sizes has " + std::to_string(es.size()) + " entries, moe_layers has " +
+                     std::to_string(c.moe_layers.size()));
+  for (size_t i = 0; i < es.size(); ++i) {
+    const std::string key = "expert_sizes[" + std::to_string(i) + "]";
+    std::vector<int64_t> sizes = int_list(es[i], key, o);
+    if (static_cast<int64_t>(sizes.size()) != c.num_experts)
+      fail_file(o, key + " has " + std::to_string(sizes.size()) + " entries, num_experts is " +
+                       std::to_string(c.num_experts));
+    for (size_t e = 0; e < sizes.size(); ++e)
+      if (sizes[e] < 1)
+        fail_file(o, key + "[" + std::to_string(e) + "] is " + std::to_string(sizes[e]) + ", must be >= 1");
+    c.expert_sizes.push_back(std::move(sizes));
+  }
+
+  auto rit = j.find("router");
+  if (rit == j.end()) fail_file(o, "missing key 'router'");
+  if (!rit->is_object()) fail_file(o, "key 'router' must be an object");
+  const json& r = *rit;
+  if (!r.contains("type")) fail_file(o, "missing key 'router.type'");
+  MoeforgeRouter& rc = c.router;
+  rc.type = json_get<std::string>(r, "type", o + ": router");
+  if (!moe::router_registry().contains(rc.type))
+    fail_file(o, "router.type \"" + rc.type + "\" is not supported (supported: " + moe::router_registry().known() + ")");
+  rc.config = r;
+  rc.score = one_of(r, "score", "softmax", {"softmax", "sigmoid"}, o);
+  rc.selection = one_of(r, "selection", "top_k", {"top_k", "top_p", "dynk_max"}, o);
+  rc.gate = one_of(r, "gate", "unit", {"unit", "renorm", "prob", "ones"}, o);
+  rc.aux_loss = one_of(r, "aux_loss", "hemoe", {"hemoe", "switch", "none"}, o);
+  rc.top_p = get_num(r, "top_p", 0.8, o + ": router");
+  rc.dynk_tau = get_num(r, "dynk_tau", 0.5, o + ": router");
+  rc.aux_loss_coef = get_num(r, "aux_loss_coef", 5e-4, o + ": router");
+  if (!(rc.top_p > 0 && rc.top_p <= 1)) fail_file(o, "router.top_p must be in (0, 1]");
+  if (!(rc.dynk_tau >= 0 && rc.dynk_tau <= 1)) fail_file(o, "router.dynk_tau must be in [0, 1]");
+  if (rc.aux_loss_coef < 0) fail_file(o, "router.aux_loss_coef must be >= 0");
+  if (rc.type == "avgk" && rc.score != "softmax")
+    fail_file(o, "router.score \"" + rc.score + "\" is not supported with router.type avgk (softmax only)");
+  c.router_aux_loss_coef = rc.aux_loss_coef;
+  c.norm_topk_prob = rc.gate == "renorm";
 }
 
 }  // namespace
 
-std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l) {
-  const MoeforgeRouter& r = cfg.router;
-  MoeFfnSpec s;
-  s.hidden = cfg.hidden_size;
-  s.widths = cfg.layer_expert_widths(l);
-  s.reference_width = cfg.intermediate_size;
-  s.act = cfg.hidden_act;
-  s.router_name = "router";
-  moe::SelectionConfig sel;
-  sel.k = cfg.num_experts_per_tok;
-  sel.max_k = cfg.num_experts_per_tok;
-  sel.top_p = r.top_p;
-  sel.dynk_tau = r.dynk_tau;
-  sel.selection = r.selection == "top_p"      ? moe::Selection::TopP
-                  : r.selection == "dynk_max" ? moe::Selection::DynKMax
-                                              : moe::Selection::TopK;
-  sel.gate = gate_mode(r.gate);
-  const moe::ScoreFn score = r.score == "sigmoid" ? moe::ScoreFn::Sigmoid : moe::ScoreFn::Softmax;
-  const int64_t E = cfg.num_experts, H = cfg.hidden_size;
-  if (r.type == "linear") {
-    s.router = std::make_shared<moe::LinearRouterImpl>(at::empty({E, H}), sel, score);
-  } else if (r.type == "mlp") {
-    s.router = std::make_shared<SequentialMlpRouter>(H, E, sel, score);
-  } else if (r.type == "avgk") {
-    s.avgk = true;
-    s.avgk_selection = sel;
-  } else {
-    fail_file(cfg.origin, "router.type \"" + r.type + "\" is not supported (supported: linear, mlp, avgk)");
-  }
-  return std::make_shared<MoeFFN>(s);
+FamilyEntry moeforge_family() {
+  return {"moeforge dense->MoE split of a Llama / Mistral / Qwen2 model (docs/format.md)", Family::moeforge,
+          parse_moeforge, build_llama_family, make_moeforge_ffn};
 }
 
 }  // namespace mf

@@ -2,22 +2,63 @@
 // on layers with (l+1) % decoder_sparse_step == 0 and l not in mlp_only_layers, a routed MoE:
 // softmax -> top-k, renormalised only if norm_topk_prob, plus a shared expert scaled per token
 // by sigmoid(shared_expert_gate(x)). Other layers keep a dense MLP of intermediate_size.
+// Auxiliary loss: HF's load balancing, router_aux_loss_coef, pooled over layers.
+#include "model/config_parse.h"
+#include "model/family.h"
+#include "model/model.h"
 #include "model/moe_ffn.h"
-#include "moe/routers/linear_router.h"
+#include "util/error.h"
 
 namespace mf {
 
 std::shared_ptr<MoeFFN> make_qwen2_moe_ffn(const ModelConfig& cfg, int64_t l) {
-  MoeFfnSpec s;
-  s.hidden = cfg.hidden_size;
-  s.widths = cfg.layer_expert_widths(l);
-  s.act = cfg.hidden_act;
+  MoeFfnSpec s = moe_ffn_spec(cfg, l);
   s.shared_inner = cfg.shared_expert_intermediate_size;
-  moe::SelectionConfig sel;
-  sel.k = cfg.num_experts_per_tok;
-  sel.gate = cfg.norm_topk_prob ? moe::GateMode::Renorm : moe::GateMode::Prob;
-  s.router = std::make_shared<moe::LinearRouterImpl>(at::empty({cfg.num_experts, cfg.hidden_size}), sel);
+  s.aux = {MoeAuxLossConfig::Kind::LoadBalancing, cfg.router_aux_loss_coef};
   return std::make_shared<MoeFFN>(s);
+}
+
+namespace {
+
+void parse_qwen2_moe(const json& j, const std::string& o, ModelConfig& c) {
+  using namespace config_parse;
+  LlamaDefaults d;
+  d.max_pos = 32768;
+  d.bos = {};
+  d.eos = {};
+  d.intermediate_required = false;
+  parse_llama_common(j, o, c, d);
+  c.attention_bias = true;
+  parse_qwen_window(j, o, c);
+  parse_moe_common(j, o, c, "num_experts", 4, 0.001);
+  c.moe_intermediate_size = require_int(j, "moe_intermediate_size", o);
+  check_positive(c.moe_intermediate_size, "moe_intermediate_size", o);
+  c.shared_expert_intermediate_size = get_int(j, "shared_expert_intermediate_size", 5632, o);
+  if (c.shared_expert_intermediate_size < 0) fail_file(o, "key 'shared_expert_intermediate_size' must be >= 0");
+  c.norm_topk_prob = get_bool(j, "norm_topk_prob", false, o);
+  c.decoder_sparse_step = get_int(j, "decoder_sparse_step", 1, o);
+  check_positive(c.decoder_sparse_step, "decoder_sparse_step", o);
+  auto it = j.find("mlp_only_layers");
+  if (it != j.end() && !it->is_null()) {
+    if (!it->is_array()) fail_file(o, "key 'mlp_only_layers' must be a list of integers");
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) fail_file(o, "key 'mlp_only_layers' must be a list of integers");
+      c.mlp_only_layers.push_back(v.get<int64_t>());
+    }
+  }
+  // intermediate_size is optional only when every layer is an MoE layer (needs c.family set).
+  bool any_dense = false;
+  for (int64_t l = 0; l < c.num_layers; ++l) any_dense |= !c.layer_is_moe(l);
+  if (any_dense && !j.contains("intermediate_size"))
+    fail_file(o, "missing key 'intermediate_size' (needed by the dense layers)");
+  check_positive(c.intermediate_size, "intermediate_size", o);
+}
+
+}  // namespace
+
+FamilyEntry qwen2_moe_family() {
+  return {"Qwen1.5-MoE / Qwen2-MoE (Qwen2 graph, routed MoE + shared expert)", Family::qwen2_moe, parse_qwen2_moe,
+          build_llama_family, make_qwen2_moe_ffn};
 }
 
 }  // namespace mf

@@ -70,15 +70,15 @@ ScoreFn parse_score_fn(const std::string& s) {
   fail("unknown router score function '" + s + "' (expected softmax or sigmoid)");
 }
 Selection parse_selection(const std::string& s) {
-  if (s == "topk") return Selection::TopK;
-  if (s == "topp") return Selection::TopP;
+  if (s == "topk" || s == "top_k") return Selection::TopK;
+  if (s == "topp" || s == "top_p") return Selection::TopP;
   if (s == "dynk_max") return Selection::DynKMax;
   fail("unknown expert selection '" + s + "' (expected topk, topp or dynk_max)");
 }
 GateMode parse_gate_mode(const std::string& s) {
   if (s == "prob") return GateMode::Prob;
   if (s == "renorm") return GateMode::Renorm;
-  if (s == "unit_st") return GateMode::UnitST;
+  if (s == "unit_st" || s == "unit") return GateMode::UnitST;
   if (s == "ones") return GateMode::Ones;
   fail("unknown gate mode '" + s + "' (expected prob, renorm, unit_st or ones)");
 }

@@ -1,5 +1,6 @@
 #include "moe/expert_bank.h"
 
+#include "moe/autograd.h"
 #include "moe/kernels.h"
 #include "util/error.h"
 #include "util/str.h"
@@ -24,9 +25,11 @@ void check(bool ok, const std::string& what) {
 
 }  // namespace
 
-ExpertBankImpl::ExpertBankImpl(at::Tensor w_in, at::Tensor w_out, Act act, bool gated, at::Tensor b_in,
+DenseExpertBankImpl::DenseExpertBankImpl(at::Tensor w_in, at::Tensor w_out, Act act, bool gated, at::Tensor b_in,
                                at::Tensor b_out)
-    : act_(act), gated_(gated), stacked_(true) {
+    : stacked_(true) {
+  act_ = act;
+  gated_ = gated;
   check(w_in.dim() == 3 && w_out.dim() == 3, "stacked weights must be [E, out, in]");
   num_experts_ = w_in.size(0);
   dim_ = w_in.size(2);
@@ -50,9 +53,11 @@ ExpertBankImpl::ExpertBankImpl(at::Tensor w_in, at::Tensor w_out, Act act, bool 
   }
 }
 
-ExpertBankImpl::ExpertBankImpl(std::vector<at::Tensor> w_in, std::vector<at::Tensor> w_out, Act act, bool gated,
+DenseExpertBankImpl::DenseExpertBankImpl(std::vector<at::Tensor> w_in, std::vector<at::Tensor> w_out, Act act, bool gated,
                                std::vector<at::Tensor> b_in, std::vector<at::Tensor> b_out)
-    : act_(act), gated_(gated), stacked_(false) {
+    : stacked_(false) {
+  act_ = act;
+  gated_ = gated;
   check(!w_in.empty() && w_in.size() == w_out.size(), "need the same number (> 0) of input and output projections");
   num_experts_ = static_cast<int64_t>(w_in.size());
   dim_ = w_in[0].size(1);
@@ -81,37 +86,63 @@ int64_t ExpertBankImpl::total_width() const {
   return s;
 }
 
-at::ScalarType ExpertBankImpl::dtype() const {
+at::ScalarType DenseExpertBankImpl::dtype() const {
   return stacked_ ? w_in_s_.scalar_type() : w_in_l_[0].scalar_type();
 }
 
-at::Tensor ExpertBankImpl::w_in(int64_t e) const { return stacked_ ? w_in_s_.select(0, e) : w_in_l_[e]; }
-at::Tensor ExpertBankImpl::w_out(int64_t e) const { return stacked_ ? w_out_s_.select(0, e) : w_out_l_[e]; }
-at::Tensor ExpertBankImpl::b_in(int64_t e) const {
+at::Tensor DenseExpertBankImpl::w_in(int64_t e) const { return stacked_ ? w_in_s_.select(0, e) : w_in_l_[e]; }
+at::Tensor DenseExpertBankImpl::w_out(int64_t e) const { return stacked_ ? w_out_s_.select(0, e) : w_out_l_[e]; }
+at::Tensor DenseExpertBankImpl::b_in(int64_t e) const {
   if (!has_b_in_) return {};
   return stacked_ ? b_in_s_.select(0, e) : b_in_l_[e];
 }
-at::Tensor ExpertBankImpl::b_out(int64_t e) const {
+at::Tensor DenseExpertBankImpl::b_out(int64_t e) const {
   if (!has_b_out_) return {};
   return stacked_ ? b_out_s_.select(0, e) : b_out_l_[e];
 }
 
-int64_t ExpertBankImpl::expert_params(int64_t e) const {
+int64_t DenseExpertBankImpl::expert_params(int64_t e) const {
   const int64_t f = widths_[e], nin = gated_ ? 2 : 1;
   return nin * f * dim_ + dim_ * f + (has_b_in_ ? nin * f : 0) + (has_b_out_ ? dim_ : 0);
 }
 
-at::Tensor ExpertBankImpl::forward_hidden(int64_t e, const at::Tensor& x) const {
-  const int64_t f = widths_[e];
-  at::Tensor h = at::linear(x, w_in(e), b_in(e));
-  return gated_ ? apply_act(h.narrow(1, 0, f), act_) * h.narrow(1, f, f) : apply_act(h, act_);
+at::Tensor expert_hidden_from_preact(const at::Tensor& h, int64_t f, bool gated, Act act) {
+  return gated ? apply_act(h.narrow(1, 0, f), act) * h.narrow(1, f, f) : apply_act(h, act);
 }
 
-at::Tensor ExpertBankImpl::forward_output(int64_t e, const at::Tensor& hidden) const {
+at::Tensor ExpertBankImpl::forward_rows(const at::Tensor& x, const RoutingPlan& p, const ExpertCallbacks* cb) const {
+  const at::Tensor xs = gather_rows(x.to(dtype()), p);
+  std::vector<at::Tensor> outs;
+  for (int64_t e = 0; e < num_experts(); ++e) {
+    if (p.counts[e] == 0) continue;
+    const at::Tensor xe = xs.narrow(0, p.offsets[e], p.counts[e]);
+    if (!cb) {
+      outs.push_back(forward_expert(e, xe));
+      continue;
+    }
+    const at::Tensor tokens = p.row_token.narrow(0, p.offsets[e], p.counts[e]);
+    at::Tensor h = forward_hidden(e, xe);
+    if (cb->expert_hidden) h = cb->expert_hidden(e, h, tokens);
+    at::Tensor y = forward_output(e, h);
+    if (cb->expert_output) y = cb->expert_output(e, y, tokens);
+    outs.push_back(y);
+  }
+  return outs.empty() ? at::zeros({0, dim()}, xs.options()) : at::cat(outs, 0);
+}
+
+at::Tensor DenseExpertBankImpl::forward_hidden(int64_t e, const at::Tensor& x) const {
+  return expert_hidden_from_preact(at::linear(x, w_in(e), b_in(e)), widths_[e], gated_, act_);
+}
+
+std::shared_ptr<const DenseExpertBankImpl> DenseExpertBankImpl::dense_equivalent() const {
+  return std::dynamic_pointer_cast<const DenseExpertBankImpl>(shared_from_this());
+}
+
+at::Tensor DenseExpertBankImpl::forward_output(int64_t e, const at::Tensor& hidden) const {
   return at::linear(hidden, w_out(e), b_out(e));
 }
 
-void ExpertBankImpl::forward_expert_into(int64_t e, const at::Tensor& x, at::Tensor out) const {
+void DenseExpertBankImpl::forward_expert_into(int64_t e, const at::Tensor& x, at::Tensor out) const {
   at::Tensor h = at::mm(x, w_in(e).t());
   at::Tensor a = expert_activation(h, b_in(e), widths_[e], gated_, act_);
   at::mm_out(out, a, w_out(e).t());
@@ -120,17 +151,17 @@ void ExpertBankImpl::forward_expert_into(int64_t e, const at::Tensor& x, at::Ten
 
 // --- builders ------------------------------------------------------------------------------
 
-ExpertBank expert_bank_from_stacked(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down, Act act) {
+DenseExpertBank expert_bank_from_stacked(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down, Act act) {
   check(gate.dim() == 3 && gate.sizes() == up.sizes(),
         cat("gate ", gate.sizes(), " and up ", up.sizes(), " must both be [E, f, d]"));
-  return ExpertBank(at::cat({gate, up}, 1), down, act, true);
+  return std::make_shared<DenseExpertBankImpl>(at::cat({gate, up}, 1), down, act, true);
 }
 
-ExpertBank expert_bank_from_fused(const at::Tensor& gate_up, const at::Tensor& down, Act act) {
-  return ExpertBank(gate_up, down, act, true);
+DenseExpertBank expert_bank_from_fused(const at::Tensor& gate_up, const at::Tensor& down, Act act) {
+  return std::make_shared<DenseExpertBankImpl>(gate_up, down, act, true);
 }
 
-ExpertBank expert_bank_from_lists(const std::vector<at::Tensor>& gate, const std::vector<at::Tensor>& up,
+DenseExpertBank expert_bank_from_lists(const std::vector<at::Tensor>& gate, const std::vector<at::Tensor>& up,
                                   const std::vector<at::Tensor>& down, Act act) {
   check(gate.size() == up.size() && gate.size() == down.size(), "gate, up and down lists differ in length");
   std::vector<at::Tensor> w_in;
@@ -138,10 +169,10 @@ ExpertBank expert_bank_from_lists(const std::vector<at::Tensor>& gate, const std
     check(gate[e].sizes() == up[e].sizes(), cat("expert ", e, ": gate and up shapes differ"));
     w_in.push_back(at::cat({gate[e], up[e]}, 0));
   }
-  return ExpertBank(w_in, down, act, true);
+  return std::make_shared<DenseExpertBankImpl>(w_in, down, act, true);
 }
 
-ExpertBank expert_bank_from_partition(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down,
+DenseExpertBank expert_bank_from_partition(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down,
                                       const std::vector<std::vector<int64_t>>& parts, Act act, const at::Tensor& b1,
                                       const at::Tensor& b2, double b2_scale) {
   check(!parts.empty(), "empty partition");
@@ -162,9 +193,9 @@ ExpertBank expert_bank_from_partition(const at::Tensor& gate, const at::Tensor& 
     if (b2.defined()) bo.push_back(b2 * b2_scale);
   }
   if (same)
-    return ExpertBank(at::stack(w_in), at::stack(w_out), act, gated, bi.empty() ? at::Tensor() : at::stack(bi),
+    return std::make_shared<DenseExpertBankImpl>(at::stack(w_in), at::stack(w_out), act, gated, bi.empty() ? at::Tensor() : at::stack(bi),
                       bo.empty() ? at::Tensor() : at::stack(bo));
-  return ExpertBank(w_in, w_out, act, gated, bi, bo);
+  return std::make_shared<DenseExpertBankImpl>(w_in, w_out, act, gated, bi, bo);
 }
 
 }  // namespace mf::moe

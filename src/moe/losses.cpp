@@ -118,19 +118,20 @@ at::Tensor shazeer_cv2_loss(const at::Tensor& probs, const at::Tensor& load, con
 }
 
 at::Tensor hemoe_balance_loss(const at::Tensor& weights, const at::Tensor& probs, const std::vector<int64_t>& sizes,
-                              const at::Tensor& mask, double lambda, bool scale_by_tokens) {
+                              const at::Tensor& mask, double lambda, bool scale_by_tokens, double reference) {
   const int64_t E = probs.size(1);
   TORCH_CHECK(static_cast<int64_t>(sizes.size()) == E, "hemoe_balance_loss: one size per expert");
-  double total = 0;
-  for (int64_t s : sizes) total += static_cast<double>(s);
+  double total = reference;
+  if (total <= 0)
+    for (int64_t s : sizes) total += static_cast<double>(s);
   std::vector<double> r;
   for (int64_t s : sizes) r.push_back(static_cast<double>(s) / total);
   at::Tensor rt = at::tensor(r, probs.options().dtype(at::kDouble)).to(probs.scalar_type());
   at::Tensor m = mask_col(mask, probs);
   at::Tensor f = masked_mean_rows(weights.to(probs.scalar_type()), m);
   at::Tensor P = masked_mean_rows(probs, m);
-  at::Tensor scale = scale_by_tokens ? m.sum() : at::full({}, static_cast<double>(E), probs.options());
-  return (f * rt * P).sum() * scale * lambda;
+  const double scale = static_cast<double>(scale_by_tokens ? probs.size(0) : E);
+  return (f * rt * P).sum() * (scale * lambda);
 }
 
 }  // namespace mf::moe

@@ -41,12 +41,13 @@ at::Tensor shazeer_load(const at::Tensor& clean_logits, const at::Tensor& noisy_
 at::Tensor shazeer_cv2_loss(const at::Tensor& probs, const at::Tensor& load, const at::Tensor& mask = {},
                             double scale = 0.5);
 
-// HEMoE size-weighted balance: lambda * T * sum_j f_j r_j P_j, f_j = mean_t weights[t, j] (the
-// dense routing weights, which carry the straight-through gradient), P_j = mean_t probs[t, j],
-// r_j = sizes_j / sum(sizes), T = number of real tokens. scale_by_tokens = false replaces T
-// by E (a batch-size-independent variant).
+// HEMoE size-weighted balance (dense_to_moe.md §1.3): lambda * T * sum_j f_j r_j P_j, f_j =
+// mean_t weights[t, j] (the dense routing weights, which carry the straight-through gradient),
+// P_j = mean_t probs[t, j] (means over real tokens), r_j = sizes_j / reference (reference <= 0:
+// sum(sizes); HEMoE: the dense FFN width F), T = number of tokens including padding (the
+// reference's). scale_by_tokens = false replaces T by E (a batch-size-independent variant).
 at::Tensor hemoe_balance_loss(const at::Tensor& weights, const at::Tensor& probs,
                               const std::vector<int64_t>& sizes, const at::Tensor& mask = {},
-                              double lambda = 5e-4, bool scale_by_tokens = true);
+                              double lambda = 5e-4, bool scale_by_tokens = true, double reference = 0);
 
 }  // namespace mf::moe

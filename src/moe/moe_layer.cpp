@@ -9,7 +9,6 @@
 #include "moe/autograd.h"
 #include "moe/kernels.h"
 #include "util/compat.h"
-#include "moe/routers/linear_router.h"
 #include "util/error.h"
 #include "util/str.h"
 
@@ -70,7 +69,8 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
   at::Tensor y;
   const bool grad = at::GradMode::is_enabled();
   const at::ScalarType wd = experts_->dtype();
-  const bool fusable = (wd == at::kBFloat16 || wd == at::kFloat) && (!shared_ || shared_->dtype() == wd);
+  const bool fusable = (wd == at::kBFloat16 || wd == at::kFloat) && experts_->as_dense() &&
+                       (!shared_ || (shared_->dtype() == wd && shared_->as_dense()));
   const bool observed = cb && cb->per_expert();
   // The inference paths pick their own dtypes (the weights', fp32 accumulation); CPU autocast
   // (a bf16 trainer's validation pass) would recast the inputs of their out= GEMMs.
@@ -81,7 +81,7 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
     o.y = y.reshape(x_in.sizes());
     return o;
   }
-  y = grad || observed ? run_autograd(x, o, observed ? cb : nullptr) : run_grouped(x, o);
+  y = grad || observed || !experts_->as_dense() ? run_autograd(x, o, observed ? cb : nullptr) : run_grouped(x, o);
   if (shared_) {
     at::Tensor s;
     if (observed) {
@@ -101,29 +101,14 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
 
 at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o, const MoECallbacks* cb) {
   const RoutingPlan& p = o.plan;
-  const at::Tensor xs = gather_rows(x.to(experts_->dtype()), p);
-  std::vector<at::Tensor> outs;
-  for (int64_t e = 0; e < num_experts(); ++e) {
-    if (p.counts[e] == 0) continue;
-    const at::Tensor xe = xs.narrow(0, p.offsets[e], p.counts[e]);
-    if (!cb) {
-      outs.push_back(experts_->forward_expert(e, xe));
-      continue;
-    }
-    const at::Tensor tokens = p.row_token.narrow(0, p.offsets[e], p.counts[e]);
-    at::Tensor h = experts_->forward_hidden(e, xe);
-    if (cb->expert_hidden) h = cb->expert_hidden(e, h, tokens);
-    at::Tensor y = experts_->forward_output(e, h);
-    if (cb->expert_output) y = cb->expert_output(e, y, tokens);
-    outs.push_back(y);
-  }
-  const at::Tensor ys = outs.empty() ? at::zeros({0, dim()}, xs.options()) : at::cat(outs, 0);
+  const at::Tensor ys = experts_->forward_rows(x, p, cb);
   const at::Tensor g = o.route.gates.reshape({-1}).index_select(0, p.row_slot);
   return combine(ys, g, p, x.scalar_type());
 }
 
 at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
   const RoutingPlan& p = o.plan;
+  const DenseExpertBankImpl& bank = *experts_->as_dense();
   // Two [rows, d] buffers per thread, reused across calls and layers: fresh allocations of
   // this size are mmap'd and page-faulted on every call, which costs more than the copy.
   static thread_local at::Tensor ws_x, ws_y;
@@ -142,10 +127,10 @@ at::Tensor MoELayerImpl::run_grouped(const at::Tensor& x, const MoEOutput& o) {
   for (int64_t e = 0; e < num_experts(); ++e)
     if (p.counts[e] > 0) active.push_back(e);
   auto run_expert = [&](int64_t e) {
-    experts_->forward_expert_into(e, xs.narrow(0, p.offsets[e], p.counts[e]), ys.narrow(0, p.offsets[e], p.counts[e]));
+    bank.forward_expert_into(e, xs.narrow(0, p.offsets[e], p.counts[e]), ys.narrow(0, p.offsets[e], p.counts[e]));
   };
   const int64_t nthr = at::get_num_threads();
-  if (opt_.expert_parallel && nthr > 1 && static_cast<int64_t>(active.size()) >= 2 * nthr) {
+  if (opt_.whole_experts_per_thread && nthr > 1 && static_cast<int64_t>(active.size()) >= 2 * nthr) {
     // Expert parallelism: each thread runs whole experts with single-threaded GEMMs (one
     // parallel region per layer instead of three per expert; the per-region fork/join cost
     // dominates on busy machines). Longest-processing-time-first assignment by cost.
@@ -187,7 +172,7 @@ at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool
   const bool bf16 = experts_->dtype() == at::kBFloat16;
   std::vector<DecodeJob> jobs;
   std::vector<at::Tensor> keep;  // fp32 biases alive for the call
-  auto add_job = [&](const ExpertBankImpl& bank, int64_t e) -> DecodeJob& {
+  auto add_job = [&](const DenseExpertBankImpl& bank, int64_t e) -> DecodeJob& {
     DecodeJob j;
     const at::Tensor wi = bank.w_in(e), wo = bank.w_out(e);
     TORCH_CHECK(wi.is_contiguous() && wo.is_contiguous(), "expert weights must be contiguous");
@@ -209,7 +194,7 @@ at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool
   };
   for (int64_t e = 0; e < num_experts(); ++e) {
     if (p.counts[e] == 0) continue;
-    DecodeJob& j = add_job(*experts_, e);
+    DecodeJob& j = add_job(*experts_->as_dense(), e);
     for (int64_t r = p.offsets[e]; r < p.offsets[e + 1]; ++r) {
       j.tokens.push_back(rt[r]);
       j.gates.push_back(gp[rs[r]]);
@@ -217,7 +202,7 @@ at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool
   }
   at::Tensor sgf;
   if (with_shared) {
-    DecodeJob& j = add_job(*shared_, 0);
+    DecodeJob& j = add_job(*shared_->as_dense(), 0);
     if (shared_gate.defined()) sgf = shared_gate.to(at::kFloat).contiguous();
     for (int64_t t = 0; t < T; ++t) {
       j.tokens.push_back(t);
@@ -235,35 +220,6 @@ MoETelemetry MoELayerImpl::telemetry(const MoEOutput& out, const at::Tensor& mas
   int64_t always = router_->param_count();
   if (shared_) always += shared_->expert_params(0) + (shared_gate_w_.defined() ? shared_gate_w_.numel() : 0);
   return compute_telemetry(out.plan, out.route.probs, mask, params, always);
-}
-
-// --- HF constructors -------------------------------------------------------------------------
-
-namespace {
-MoELayer softmax_topk_layer(const at::Tensor& w, ExpertBank experts, int64_t k, bool renorm, RouterNoise noise) {
-  SelectionConfig sel;
-  sel.k = k;
-  sel.gate = renorm ? GateMode::Renorm : GateMode::Prob;
-  Router r = LinearRouter(w, sel, ScoreFn::Softmax, noise).ptr();
-  return MoELayer(std::move(experts), r);
-}
-}  // namespace
-
-MoELayer make_mixtral_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, double jitter) {
-  RouterNoise n;
-  if (jitter > 0) n = {NoiseKind::Jitter, jitter};
-  return softmax_topk_layer(router_weight, std::move(experts), top_k, true, n);
-}
-
-MoELayer make_qwen2_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, bool norm_topk_prob,
-                        ExpertBank shared, const at::Tensor& shared_gate_weight) {
-  MoELayer l = softmax_topk_layer(router_weight, std::move(experts), top_k, norm_topk_prob, {});
-  if (shared) l->set_shared_expert(std::move(shared), shared_gate_weight);
-  return l;
-}
-
-MoELayer make_olmoe_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, bool norm_topk_prob) {
-  return softmax_topk_layer(router_weight, std::move(experts), top_k, norm_topk_prob, {});
 }
 
 }  // namespace mf::moe

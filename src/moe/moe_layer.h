@@ -22,7 +22,8 @@ struct MoELayerOptions {
   int64_t small_batch_tokens = 16;  // fused decode path up to this many tokens (inference only)
   // Large-batch inference: run whole experts per thread (single-threaded GEMMs) when there are
   // at least two active experts per thread; otherwise each expert's GEMMs use all threads.
-  bool expert_parallel = true;
+  // (Thread scheduling inside one process; expert parallelism across processes is src/dist.)
+  bool whole_experts_per_thread = true;
 };
 
 struct MoEOutput {
@@ -32,18 +33,13 @@ struct MoEOutput {
   at::Tensor shared_gate;   // [T, 1] sigmoid gate of the shared expert (undefined without one)
 };
 
-// Observation points of one forward (the runtime's hooks, model/hooks.h). Each callback
-// returns the tensor the layer continues with: its argument, or a replacement of the same
-// shape. `expert` is -1 for the shared expert; `tokens` (int64 [n]) are the rows of x the
-// expert processed (undefined for the shared expert: every row). With expert_hidden or
-// expert_output set, the layer runs its generic per-expert path (autograd-capable).
-struct MoECallbacks {
+// Observation points of one forward (the runtime's hooks, model/hooks.h): the router logits,
+// and each expert's hidden activation and output (ExpertCallbacks, moe/expert_bank.h). Each
+// callback returns the tensor the layer continues with: its argument, or a replacement of the
+// same shape. With expert_hidden or expert_output set, the layer runs its generic per-expert
+// path (autograd-capable).
+struct MoECallbacks : ExpertCallbacks {
   std::function<at::Tensor(const at::Tensor& logits)> router_logits;  // [T, E] fp32
-  std::function<at::Tensor(int64_t expert, const at::Tensor& hidden, const at::Tensor& tokens)>
-      expert_hidden;  // [n, f_e]: act(G x) * (U x)
-  std::function<at::Tensor(int64_t expert, const at::Tensor& y, const at::Tensor& tokens)>
-      expert_output;  // [n, d], before the combine weight
-  bool per_expert() const { return static_cast<bool>(expert_hidden) || static_cast<bool>(expert_output); }
 };
 
 class MoELayerImpl : public torch::nn::Module {
@@ -85,19 +81,5 @@ class MoELayerImpl : public torch::nn::Module {
   MoELayerOptions opt_;
 };
 TORCH_MODULE(MoELayer);
-
-// --- Constructors from HF checkpoints ------------------------------------------------------
-// router_weight [E, d]; the bank from expert_bank_from_stacked / _fused / _lists.
-
-// Mixtral: softmax -> top-k (2) -> renormalise; optional training jitter (router_jitter_noise).
-MoELayer make_mixtral_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k = 2,
-                          double jitter = 0.0);
-// Qwen2-MoE: softmax -> top-k, renormalise iff norm_topk_prob; shared expert (may be null)
-// with sigmoid gate shared_gate_weight [1, d].
-MoELayer make_qwen2_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k, bool norm_topk_prob,
-                        ExpertBank shared = ExpertBank(nullptr), const at::Tensor& shared_gate_weight = {});
-// OLMoE: softmax -> top-k (8), no renormalisation unless norm_topk_prob.
-MoELayer make_olmoe_moe(const at::Tensor& router_weight, ExpertBank experts, int64_t top_k = 8,
-                        bool norm_topk_prob = false);
 
 }  // namespace mf::moe

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "model/model.h"
+#include "split/method_registry.h"
 #include "split/profile_data.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -18,12 +19,6 @@
 namespace mf {
 
 namespace {
-
-const std::vector<std::string>& known_methods() {
-  static const std::vector<std::string> m = {"random",  "random-hetero", "moefication",       "moefication-coact",
-                                             "emoe",    "moebert",       "moebert-multitask", "hemoe"};
-  return m;
-}
 
 bool contains(const std::vector<std::string>& v, const std::string& s) {
   for (const auto& x : v)
@@ -45,13 +40,6 @@ int64_t parse_int_strict(const std::string& text, const std::string& spec) {
   }
   if (t.empty() || used != t.size()) throw UsageError(cat("--layers '", spec, "': '", t, "' is not an integer"));
   return v;
-}
-
-// Methods whose experts have exactly F/N neurons (MoEfication's constrained k-means).
-bool needs_equal_division(const std::string& m) { return m == "moefication" || m == "moefication-coact" || m == "emoe"; }
-bool needs_gate_rows(const std::string& m) { return m == "moefication" || m == "emoe" || m == "hemoe"; }
-bool needs_profile(const std::string& m) {
-  return m == "hemoe" || m == "moebert" || m == "moebert-multitask" || m == "moefication-coact";
 }
 
 at::Tensor convert(const at::Tensor& t, const BuildMoeOptions& o) {
@@ -80,15 +68,12 @@ json provenance(const Checkpoint& ck, const SplitPlan& plan, const BuildMoeOptio
                {"layers", o.layers.empty() ? ":" : o.layers},
                {"router", plan.router.type},
                {"gate", plan.router.gate}};
-  if (plan.method == "hemoe") {
-    opts["modules"] = s.modules;
-    opts["size_ratio"] = s.size_ratio;
-    opts["coherence"] = s.coherence;
-    opts["solver"] = s.solver;
-    opts["time_limit_s"] = s.time_limit_s;
+  // An import labelled with a method name records that method's knobs too ("imported" has none).
+  const SplitMethodEntry* method = split_method_registry().find(plan.method);
+  if (method && method->provenance_options) {
+    json extra = method->provenance_options(s);
+    for (auto it = extra.begin(); it != extra.end(); ++it) opts[it.key()] = *it;
   }
-  if (plan.method == "moefication" || plan.method == "emoe" || plan.method == "hemoe")
-    opts["kmeans_max_iter"] = s.kmeans_max_iter;
   if (!o.partition_dir.empty()) opts["partition"] = o.partition_dir;
   if (!o.sizes_from.empty()) opts["sizes_from"] = o.sizes_from;
   if (!o.profile_dir.empty()) {
@@ -170,7 +155,8 @@ RouterChoice resolve_router(const BuildMoeOptions& o) {
     return {"linear", "renorm"};
   }
   RouterChoice r;
-  r.type = !o.router.empty() ? o.router : (o.split.method == "emoe" ? "avgk" : "linear");
+  const SplitMethodEntry* method = split_method_registry().find(o.split.method);  // none for "imported"
+  r.type = !o.router.empty() ? o.router : method ? method->default_router : "linear";
   // EMoE's avg-k gate has no trained parameters: selected experts weigh 1 without gradient.
   r.gate = !o.gate.empty() ? o.gate : (r.type == "avgk" ? "ones" : "unit");
   return r;
@@ -197,9 +183,11 @@ SplitPlan plan_split(const Checkpoint& ck, const ModelConfig& cfg, const BuildMo
   if (plan.method.empty()) {
     if (!importing) throw UsageError("--method is required (or --partition DIR to import part files)");
     plan.method = "imported";
-  } else if (!contains(known_methods(), plan.method)) {
-    fail(cat("unknown split method '", plan.method, "' (", join(known_methods(), ", "), ")"));
+  } else if (!split_method_registry().contains(plan.method)) {
+    fail(unknown_split_method_message(plan.method));
   }
+  // Null only for "imported"; every use below is under !importing, where the method is known.
+  const SplitMethodEntry* method = split_method_registry().find(plan.method);
   if (N < 1) throw UsageError("--experts must be at least 1");
   if (N > F) fail(cat("--experts ", N, " exceeds the FFN width ", F, " of ", cfg.origin));
   if (o.top_k < 1 || o.top_k > N) throw UsageError(cat("--top-k must be in 1..", N, " (got ", o.top_k, ")"));
@@ -216,14 +204,13 @@ SplitPlan plan_split(const Checkpoint& ck, const ModelConfig& cfg, const BuildMo
       fail("--export mixtral: the model has attention biases, which Mixtral cannot hold");
   }
   if (!importing) {
-    if (needs_equal_division(plan.method) && F % N != 0)
+    if (method->equal_division && F % N != 0)
       fail(cat("method ", plan.method, " makes experts of exactly F/N neurons: --experts ", N,
                " does not divide the FFN width ", F));
-    if (plan.method == "hemoe" && (so.modules <= 0 || F % so.modules != 0))
-      fail(cat("method hemoe needs --modules (", so.modules, ") to divide the FFN width ", F));
-    if (plan.method == "random-hetero" && o.sizes_from.empty())
-      throw UsageError("method random-hetero needs --sizes-from DIR (part files whose expert sizes it copies)");
-    if (needs_profile(plan.method) && o.profile_dir.empty())
+    if (method->check) method->check(so, F);
+    if (method->sizes_from_part_files && o.sizes_from.empty())
+      throw UsageError(cat("method ", plan.method, " needs --sizes-from DIR (part files whose expert sizes it copies)"));
+    if (!method->profile_stat.empty() && o.profile_dir.empty())
       throw UsageError(cat("method ", plan.method, " needs --profile DIR (run moeforge profile)"));
   }
   std::unique_ptr<SplitProfile> prof;
@@ -232,19 +219,14 @@ SplitPlan plan_split(const Checkpoint& ck, const ModelConfig& cfg, const BuildMo
     plan.profile_sha256 = prof->sha256();
   }
   // What each layer needs from the profile, checked for all layers before the long part starts.
-  std::string prof_what;
-  if (!importing) {
-    if (plan.method == "hemoe" || plan.method == "moebert-multitask") prof_what = "importance";
-    if (plan.method == "moebert") prof_what = "importance_raw";
-    if (plan.method == "moefication-coact") prof_what = "coactivation";
-  }
+  const std::string prof_what = importing ? "" : method->profile_stat;
   for (int l : layers) {
     if (!prof_what.empty() && !prof->has(l, prof_what))
       fail_file(prof->safetensors_path(), cat("no tensor ", SplitProfile::tensor_name(l, prof_what), " (method ",
                                               plan.method, " needs ", prof_what, "; run moeforge profile)"));
     std::string need;
     if (importing) need = path_join(o.partition_dir, part_file_name(l, N));
-    else if (plan.method == "random-hetero") need = path_join(o.sizes_from, part_file_name(l, N));
+    else if (method->sizes_from_part_files) need = path_join(o.sizes_from, part_file_name(l, N));
     if (!need.empty() && !path_exists(need))
       fail_file(need, cat("no such file (", importing ? "--partition" : "--sizes-from",
                           " needs one {layer}.part.{N} file per converted layer)"));
@@ -262,11 +244,11 @@ SplitPlan plan_split(const Checkpoint& ck, const ModelConfig& cfg, const BuildMo
     } else {
       SplitInputs in;
       in.num_neurons = F;
-      if (needs_gate_rows(plan.method)) in.gate_rows = ck.get(dense_ffn_name(l, "gate_proj"), at::kFloat);
-      if (plan.method == "hemoe" || plan.method == "moebert" || plan.method == "moebert-multitask")
-        in.domain_scores = prof->get(l, prof_what, plan.method, F);
-      if (plan.method == "moefication-coact") in.coactivation = prof->get(l, prof_what, plan.method, F, F);
-      if (plan.method == "random-hetero")
+      if (method->needs_gate_rows) in.gate_rows = ck.get(dense_ffn_name(l, "gate_proj"), at::kFloat);
+      // The statistic decides the field: co-activation is [F, F], importances are [F, D].
+      if (prof_what == "coactivation") in.coactivation = prof->get(l, prof_what, plan.method, F, F);
+      else if (!prof_what.empty()) in.domain_scores = prof->get(l, prof_what, plan.method, F);
+      if (method->sizes_from_part_files)
         in.target_sizes = read_part_file(path_join(o.sizes_from, part_file_name(l, N)), N, F).sizes();
       try {
         ls.partition = split_layer(in, so, &ls.report);

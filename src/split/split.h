@@ -28,8 +28,7 @@ struct SplitInputs {
 };
 
 struct SplitOptions {
-  std::string method = "hemoe";  // random | random-hetero | moefication | moefication-coact | emoe |
-                                 // moebert | moebert-multitask | hemoe
+  std::string method = "hemoe";  // a name in split_method_registry() (split/method_registry.h)
   int num_experts = 8;           // N
   uint64_t seed = 42;
   int kmeans_max_iter = 100;
@@ -50,7 +49,8 @@ struct SplitReport {
   PlacementReport placement;     // hemoe only
 };
 
-// One layer. Throws mf::Error for missing/ill-shaped inputs or impossible options.
+// One layer: runs the registry entry of opt.method. Throws mf::Error for an unknown method,
+// missing/ill-shaped inputs or impossible options.
 Partition split_layer(const SplitInputs& in, const SplitOptions& opt, SplitReport* report = nullptr);
 
 // ---- building blocks (one file each under methods/) ----

@@ -115,7 +115,9 @@ void ShuffledBatches::make_permutation() {
   for (size_t i = perm_.size(); i > 1; --i) std::swap(perm_[i - 1], perm_[rng.below(i)]);
 }
 
-at::Tensor ShuffledBatches::next() {
+at::Tensor ShuffledBatches::next() { return data_.windows(next_indices()); }
+
+std::vector<int64_t> ShuffledBatches::next_indices() {
   if (pos_.offset + batch_size_ > static_cast<int64_t>(perm_.size())) {
     ++pos_.epoch;
     pos_.offset = 0;
@@ -123,7 +125,7 @@ at::Tensor ShuffledBatches::next() {
   }
   std::vector<int64_t> idx(perm_.begin() + pos_.offset, perm_.begin() + pos_.offset + batch_size_);
   pos_.offset += batch_size_;
-  return data_.windows(idx);
+  return idx;
 }
 
 void ShuffledBatches::restore(const LoaderPosition& pos) {

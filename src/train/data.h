@@ -69,6 +69,9 @@ class ShuffledBatches {
  public:
   ShuffledBatches(const PackedSequences& data, int64_t batch_size, uint64_t seed);
   at::Tensor next();  // [batch_size, seq_len + 1] int64
+  // The window indices of the next batch (what next() would return the windows of), for a
+  // caller that takes only part of each batch (a data-parallel rank's shard).
+  std::vector<int64_t> next_indices();
   LoaderPosition position() const { return pos_; }
   void restore(const LoaderPosition& pos);
 

@@ -1,6 +1,8 @@
 #include "train/lora.h"
 
 #include <cmath>
+#include <map>
+#include <set>
 
 #include "model/layers.h"
 #include "util/error.h"
@@ -23,28 +25,37 @@ bool name_matches(const std::string& name, const std::vector<std::string>& targe
 
 }  // namespace
 
-LoraLinear::LoraLinear(int64_t in, int64_t out, int64_t r, double scale_, double dropout_)
-    : scale(scale_), dropout(dropout_) {
-  lora_A = register_parameter("lora_A", torch::zeros({r, in}));
-  lora_B = register_parameter("lora_B", torch::zeros({out, r}));
-}
-
-at::Tensor LoraLinear::delta(const at::Tensor& x) {
-  at::Tensor h = (dropout > 0 && is_training()) ? at::dropout(x, dropout, true) : x;
-  return at::linear(at::linear(h, lora_A), lora_B) * scale;
+double lora_scale(const LoraOptions& options) {
+  const double r = static_cast<double>(options.r);
+  return options.use_rslora ? options.alpha / std::sqrt(r) : options.alpha / r;
 }
 
 LoraAdapters::LoraAdapters(torch::nn::Module& model, const LoraOptions& options) : opt_(options) {
   if (opt_.r <= 0) fail("lora: r must be positive");
   if (!(opt_.dropout >= 0 && opt_.dropout < 1)) fail("lora: dropout must lie in [0, 1)");
-  if (opt_.targets.empty()) fail("lora: no target modules");
-  const double scale = opt_.alpha / static_cast<double>(opt_.r);
+  const bool exact = !opt_.modules.empty();
+  if (!exact && opt_.targets.empty()) fail("lora: no target modules");
+  std::set<std::string> wanted;
+  if (exact) {
+    // Validate the exact list first, so the error names the first bad module.
+    std::map<std::string, std::shared_ptr<torch::nn::Module>> all;
+    for (const auto& item : model.named_modules("", /*include_self=*/false)) all.emplace(item.key(), item.value());
+    for (const auto& name : opt_.modules) {
+      auto it = all.find(name);
+      if (it == all.end()) fail("lora: the model has no module '" + name + "'");
+      if (!std::dynamic_pointer_cast<Linear>(it->second))
+        fail("lora: module '" + name + "' is a " + it->second->name() + ", not a Linear (LoRA attaches to Linear modules only)");
+      wanted.insert(name);
+    }
+  }
+  const double scale = lora_scale(opt_);
   auto list = register_module("adapters", torch::nn::ModuleList());
   Rng rng(opt_.seed);
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     auto lin = std::dynamic_pointer_cast<Linear>(item.value());
-    if (!lin || !name_matches(item.key(), opt_.targets)) continue;
-    if (lin->adapter) fail("lora: module '" + item.key() + "' already has an adapter");
+    if (!lin) continue;
+    if (exact ? wanted.count(item.key()) == 0 : !name_matches(item.key(), opt_.targets)) continue;
+    if (lin->lora) fail("lora: module '" + item.key() + "' already has an adapter");
     const int64_t out = lin->weight.size(0), in = lin->weight.size(1);
     auto a = std::make_shared<LoraLinear>(in, out, opt_.r, scale, opt_.dropout);
     // PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); our own generator so
@@ -63,10 +74,7 @@ LoraAdapters::LoraAdapters(torch::nn::Module& model, const LoraOptions& options)
     adapters_.push_back(a);
   }
   if (adapters_.empty()) fail("lora: no Linear module matches the targets " + join(opt_.targets, ","));
-  for (size_t i = 0; i < adapters_.size(); ++i) {
-    LoraLinear* a = adapters_[i].get();
-    linears_[i]->adapter = [a](const at::Tensor& x) { return a->delta(x); };
-  }
+  for (size_t i = 0; i < adapters_.size(); ++i) linears_[i]->lora = adapters_[i];
   attached_ = true;
 }
 
@@ -74,7 +82,7 @@ LoraAdapters::~LoraAdapters() { detach(); }
 
 void LoraAdapters::detach() {
   if (!attached_) return;
-  for (auto& lin : linears_) lin->adapter = nullptr;
+  for (auto& lin : linears_) lin->lora = nullptr;
   attached_ = false;
 }
 

@@ -4,6 +4,7 @@
 // a freshly attached model computes exactly what the base model does. The adapters live in
 // their own module (parameters "adapters.<i>.lora_A" / "lora_B"); the base model's parameter
 // names do not change, and merge() folds B A into W so the saved model is a plain checkpoint.
+// train/peft.h saves and loads adapters as Hugging Face PEFT directories.
 #pragma once
 #include <torch/torch.h>
 
@@ -15,28 +16,33 @@
 namespace mf {
 
 struct Linear;
+struct LoraLinear;
 
 struct LoraOptions {
   int64_t r = 8;
   double alpha = 16.0;
   double dropout = 0.05;  // on the adapter's input, training mode only
   // A Linear gets an adapter when its module name is one of these or ends with "." + one.
+  // Every mf::Linear qualifies, MoE expert projections included (e.g. "w1" or "gate_proj" also
+  // matches model.layers.0.block_sparse_moe.experts.3.w1 / mlp.experts.3.gate_proj).
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};
+  // When non-empty: exactly these module names (full names, e.g. "model.layers.0.self_attn.q_proj")
+  // get an adapter and `targets` is ignored; a name that is not a module of the model, or not an
+  // mf::Linear, is an error naming it. This is how a saved adapter is attached again (train/peft.h).
+  std::vector<std::string> modules;
+  // rsLoRA (Kalajdzievski 2023; PEFT's use_rslora): scale alpha / sqrt(r) instead of alpha / r.
+  bool use_rslora = false;
   uint64_t seed = 0;  // initialisation of A
 };
 
-// One adapter: the low-rank path of one Linear.
-struct LoraLinear : torch::nn::Module {
-  LoraLinear(int64_t in, int64_t out, int64_t r, double scale, double dropout);
-  at::Tensor delta(const at::Tensor& x);  // (alpha/r) B A dropout(x), in x's dtype
-  at::Tensor lora_A, lora_B;
-  double scale, dropout;
-};
+// The scale of the low-rank path: alpha / r, or alpha / sqrt(r) with use_rslora.
+double lora_scale(const LoraOptions& options);
 
 class LoraAdapters : public torch::nn::Module {
  public:
-  // Attaches an adapter to every matching Linear of `model` (error when none matches, or when
-  // a Linear already has an adapter). The model must outlive the adapters or detach() first.
+  // Attaches an adapter to every matching Linear of `model` (options.modules, else options.targets;
+  // error when none matches, or when a Linear already has an adapter). The model must outlive
+  // the adapters or detach() first.
   LoraAdapters(torch::nn::Module& model, const LoraOptions& options);
   ~LoraAdapters() override;
 
@@ -45,6 +51,7 @@ class LoraAdapters : public torch::nn::Module {
   void merge();
   // Removes the adapters from the Linears (the model computes its base function again).
   void detach();
+  bool attached() const { return attached_; }
 
   const LoraOptions& options() const { return opt_; }
   // Module names of the adapted Linears, in model order.

@@ -80,6 +80,21 @@ json loss_map_json(const std::map<std::string, double>& m) {
   return j;
 }
 
+// A loss term's value is a metrics key: it must not overwrite the loop's own or another term's.
+void check_loss_terms(const std::vector<LossTerm>& terms) {
+  static const char* const reserved[] = {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "val_loss"};
+  std::vector<std::string> seen;
+  for (const auto& t : terms) {
+    if (t.name.empty()) fail("trainer: a loss term has no name");
+    if (!t.fn) fail("trainer: loss term '" + t.name + "' has no function");
+    for (const char* r : reserved)
+      if (t.name == r) fail("trainer: loss term name '" + t.name + "' is a key of the metrics line");
+    if (std::find(seen.begin(), seen.end(), t.name) != seen.end())
+      fail("trainer: two loss terms are named '" + t.name + "'");
+    seen.push_back(t.name);
+  }
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, at::Tensor>> module_tensors(torch::nn::Module& module) {
@@ -147,14 +162,27 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
   if (options.out_dir.empty()) fail("trainer: no output directory");
   if (options.grad_accum <= 0) fail("grad_accum must be positive");
   if (options.max_steps <= 0) fail("max_steps must be positive");
-  make_dirs(path_join(options.out_dir, "checkpoints"));
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size)
+    fail(cat("trainer: rank ", options.rank, " is outside [0, world_size ", options.world_size, ")"));
+  check_loss_terms(options.loss_terms);
+  const bool writer = options.is_writer();
+  if (writer) make_dirs(path_join(options.out_dir, "checkpoints"));
   const std::string metrics_path = path_join(options.out_dir, "metrics.jsonl");
 
   LrSchedule schedule = options.schedule;
   schedule.max_steps = options.max_steps;
   AdamW optimizer(select_params(module_tensors(model), options.no_decay_1d, options.no_decay_names), options.adamw);
-  ShuffledBatches batches(train, options.batch_size, options.seed);
-  const int64_t tokens_per_step = options.batch_size * options.grad_accum * train.seq_len();
+  // Global batches; this rank's share is its contiguous slice (docs/training.md).
+  ShuffledBatches batches(train, options.batch_size * options.world_size, options.seed);
+  auto next_batch = [&]() {
+    std::vector<int64_t> idx = batches.next_indices();
+    const auto begin = idx.begin() + options.rank * options.batch_size;
+    return train.windows(std::vector<int64_t>(begin, begin + options.batch_size));
+  };
+  // Counted over all ranks: "tokens" describes the run, not the rank.
+  const int64_t tokens_per_step = options.batch_size * options.world_size * options.grad_accum * train.seq_len();
+  std::vector<at::Tensor> grad_params;
+  for (const auto& p : optimizer.params()) grad_params.push_back(p.param);
 
   TrainResult result;
   int64_t step = 0;
@@ -163,6 +191,13 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
   if (!ckpt.empty()) {
     const std::string state_path = path_join(ckpt, kStateFile);
     json st = read_json_file(state_path);
+    // Checked first: another world_size also changes the data order and every rank's shard.
+    // Checkpoints from before world_size was recorded were written by one process.
+    const int64_t ckpt_world = json_get_or<int64_t>(st, "world_size", 1, state_path);
+    if (ckpt_world != options.world_size)
+      fail_file(state_path, cat("checkpoint written with world_size ", ckpt_world, ", this run has ",
+                                options.world_size, "; resume with ", ckpt_world,
+                                " ranks or use a new output directory"));
     for (auto [key, want] : {std::pair<const char*, int64_t>{"batch_size", options.batch_size},
                              {"grad_accum", options.grad_accum},
                              {"seq_len", train.seq_len()},
@@ -191,7 +226,7 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     const std::string data_origin = state_path + " (data)";
     const json& d = st.at("data");
     batches.restore({json_get<int64_t>(d, "epoch", data_origin), json_get<int64_t>(d, "offset", data_origin)});
-    truncate_metrics(metrics_path, step);
+    if (writer) truncate_metrics(metrics_path, step);
     result.last_checkpoint = ckpt;
     log_info("resuming from ", ckpt, " (step ", step, ")");
   } else {
@@ -199,12 +234,16 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     // would pick whichever step number is higher).
     if (!latest_checkpoint(options.out_dir).empty())
       fail_file(options.out_dir, "holds checkpoints of an earlier run; resume it or use a new output directory");
-    write_file_atomic(metrics_path, "");
+    if (writer) write_file_atomic(metrics_path, "");
   }
   result.start_step = step;
 
   auto save = [&](int64_t at_step) {
     const std::string final_dir = path_join(path_join(options.out_dir, "checkpoints"), step_dir_name(at_step));
+    if (!writer) {
+      result.last_checkpoint = final_dir;  // the run's checkpoint, which rank 0 writes
+      return;
+    }
     AtomicDir dir(final_dir);
     save_safetensors(path_join(dir.path(), "model.safetensors"), module_tensors(model));
     auto opt = optimizer.state_tensors();
@@ -221,6 +260,7 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
                {"tokens_seen", tokens_seen},
                {"batch_size", options.batch_size},
                {"grad_accum", options.grad_accum},
+               {"world_size", options.world_size},
                {"seq_len", train.seq_len()},
                {"train_sequences", train.size()},
                {"seed", static_cast<int64_t>(options.seed)},
@@ -234,11 +274,14 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     }
   };
 
-  std::ofstream metrics(metrics_path, std::ios::app);
-  if (!metrics) fail_file(metrics_path, "cannot open for appending");
+  std::ofstream metrics;
+  if (writer) {
+    metrics.open(metrics_path, std::ios::app);
+    if (!metrics) fail_file(metrics_path, "cannot open for appending");
+  }
 
   std::unique_ptr<Progress> bar;
-  if (options.progress)
+  if (options.progress && writer)
     bar = std::make_unique<Progress>("train", (options.max_steps - step) * tokens_per_step, "tok");
   double train_seconds = 0.0;
   int64_t tokens_this_run = 0;
@@ -248,12 +291,21 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     const double lr = schedule.at(step);
     optimizer.zero_grad();
     double loss_sum = 0.0;
+    std::vector<double> term_sums(options.loss_terms.size(), 0.0);
     for (int64_t micro = 0; micro < options.grad_accum; ++micro) {
-      at::Tensor batch = batches.next();
+      at::Tensor batch = next_batch();
       at::Tensor loss;
       {
         CpuAutocast autocast(options.bf16, at::kBFloat16);
         loss = loss_fn(batch);
+        // After loss_fn, so a term can read what this forward pass recorded.
+        for (size_t i = 0; i < options.loss_terms.size(); ++i) {
+          at::Tensor term = options.loss_terms[i].fn();
+          if (!term.defined() || term.numel() != 1)
+            fail("trainer: loss term '" + options.loss_terms[i].name + "' did not return a one-element tensor");
+          term_sums[i] += term.item<double>();
+          loss = loss + term;
+        }
       }
       // Micro-batches hold equal token counts, so averaging their means is the batch mean.
       (loss / static_cast<double>(options.grad_accum)).backward();
@@ -261,6 +313,9 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     }
     const double loss = loss_sum / static_cast<double>(options.grad_accum);
     if (!std::isfinite(loss)) fail(cat("step ", step + 1, ": the loss is not finite (", loss, "); lower lr or check the data"));
+    // After the finiteness check: a rank that stops here then leaves the others waiting in the
+    // all-reduce (an error) instead of spreading NaN into their gradients (silent).
+    if (options.on_gradients) options.on_gradients(grad_params);
     const double grad_norm = clip_grad_norm(optimizer.params(), options.clip);
     optimizer.step(lr);
     ++step;
@@ -276,18 +331,23 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
                  {"grad_norm", grad_norm},
                  {"tokens", tokens_seen},
                  {"tokens_per_s", dt > 0 ? tokens_per_step / dt : 0.0}};
+    for (size_t i = 0; i < options.loss_terms.size(); ++i)
+      line[options.loss_terms[i].name] = term_sums[i] / static_cast<double>(options.grad_accum);
     if (options.step_metrics)
       for (const auto& [k, v] : options.step_metrics()) line[k] = v;
     const bool last = step == options.max_steps;
     if ((options.eval_every > 0 && step % options.eval_every == 0) || last) {
       if (!validation.empty()) {
-        result.val_loss = evaluate_domains(model, loss_fn, validation, options.batch_size, options.eval_batches,
-                                           options.bf16);
+        // Every rank evaluates the windows of eval_batches global batches, in its own batch size.
+        const int64_t val_batches = options.eval_batches > 0 ? options.eval_batches * options.world_size : 0;
+        result.val_loss = evaluate_domains(model, loss_fn, validation, options.batch_size, val_batches, options.bf16);
         line["val_loss"] = loss_map_json(result.val_loss);
       }
     }
-    metrics << line.dump() << "\n";
-    metrics.flush();
+    if (writer) {
+      metrics << line.dump() << "\n";
+      metrics.flush();
+    }
     result.last_loss = loss;
     if (bar) {
       bar->advance(tokens_per_step);

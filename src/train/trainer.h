@@ -1,7 +1,8 @@
 // The training loop shared by the recipes: a torch::nn::Module plus a function that turns a
 // batch into a scalar loss. It owns AdamW, the LR schedule, gradient accumulation and
 // clipping, bf16 autocast, per-domain validation, checkpoints with exact resume, the metrics
-// JSONL and the progress bar. docs/training.md describes the files it writes.
+// JSONL and the progress bar; extra loss terms, a gradient hook and a rank's data shard are
+// the extension points. docs/training.md describes the files it writes.
 #pragma once
 #include <torch/torch.h>
 
@@ -16,6 +17,14 @@
 #include "train/optim.h"
 
 namespace mf {
+
+// An extra term of the training loss (a model's auxiliary losses, a regulariser). fn() is called
+// right after each micro-batch's loss_fn, so it can read what that forward pass recorded; it
+// returns a one-element tensor with autograd that is added to the micro-batch's loss.
+struct LossTerm {
+  std::string name;  // its key in the metrics line (mean over the step's micro-batches)
+  std::function<at::Tensor()> fn;
+};
 
 struct TrainerOptions {
   int64_t batch_size = 8;   // sequences per micro-batch
@@ -38,8 +47,23 @@ struct TrainerOptions {
   // Called after every optimizer step with the completed step count (EMoE avg-k gate refresh).
   std::function<void(int64_t step)> after_step;
   // Extra fields for the step's metrics line (e.g. a recipe's loss components), called once per
-  // step after the micro-batches; keys must not clash with the loop's own.
+  // step after the micro-batches; keys must not clash with the loop's own or the loss terms'.
   std::function<std::map<std::string, double>()> step_metrics;
+  // Added to every training micro-batch's loss (not evaluated during validation); the logged
+  // "loss" is the total. Names must be unique and not one of the loop's metrics keys.
+  std::vector<LossTerm> loss_terms;
+  // Called once per optimizer step after every micro-batch's backward, before clipping, with
+  // the optimizer's parameters (trainable, each tensor once, the same order on every rank;
+  // gradients in .grad(), undefined for a parameter the step did not reach). The place for a
+  // data-parallel all-reduce, which should average: W ranks x batch b then equal 1 x W*b.
+  std::function<void(const std::vector<at::Tensor>& params)> on_gradients;
+  // Data parallelism: global batches of batch_size * world_size windows in the order a
+  // one-rank run with that batch size sees; rank r trains on windows [r*b, (r+1)*b) of each
+  // (docs/training.md, "Data parallelism"). Validation is the same on every rank.
+  int64_t rank = 0, world_size = 1;
+  // Only the writer (rank 0) writes checkpoints and metrics.jsonl and shows the progress bar;
+  // every rank reads a checkpoint to resume.
+  bool is_writer() const { return rank == 0; }
   // Testing aid that simulates a kill: stop right after this step without the final
   // checkpoint (-1: off).
   int64_t stop_after_step = -1;

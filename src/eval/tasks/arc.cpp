@@ -13,6 +13,18 @@ TaskDef arc_task(const std::string& name) {
   t.output_type = OutputType::MultipleChoice;
   t.data_files = {name + "/test.jsonl"};
   t.metrics = {metric_acc(), metric_acc_norm()};
+  t.lm_config = {{"tag", ojson::array({"ai2_arc"})},
+                 {"dataset_path", "allenai/ai2_arc"},
+                 {"dataset_name", name == "arc_easy" ? "ARC-Easy" : "ARC-Challenge"},
+                 {"training_split", "train"},
+                 {"validation_split", "validation"},
+                 {"test_split", "test"},
+                 {"doc_to_text", "Question: {{question}}\nAnswer:"},
+                 {"doc_to_target", "{{choices.label.index(answerKey)}}"},
+                 {"doc_to_choice", "{{choices.text}}"},
+                 {"should_decontaminate", true},
+                 {"doc_to_decontamination_query", "Question: {{question}}\nAnswer:"},
+                 {"metric_list", ojson::array({lm_metric("acc", "mean", true), lm_metric("acc_norm", "mean", true)})}};
   t.doc_to_text = [](const json& doc) { return TextOrIndex::of("Question: " + str_field(doc, "question") + "\nAnswer:"); };
   t.doc_to_choice = [](const json& doc) { return str_list_field(field(doc, "choices"), "text"); };
   // choices.label.index(answerKey)

@@ -13,6 +13,15 @@ void register_lambada(TaskRegistry& r) {
   t.output_type = OutputType::Loglikelihood;
   t.data_files = {"lambada_openai/test.jsonl"};
   t.metrics = {{"perplexity", "perplexity", false}, {"acc", "mean", true}};
+  t.lm_config = {{"tag", ojson::array({"lambada"})},
+                 {"dataset_path", "EleutherAI/lambada_openai"},
+                 {"dataset_name", "default"},
+                 {"test_split", "test"},
+                 {"doc_to_text", "{{text.split(' ')[:-1]|join(' ')}}"},
+                 {"doc_to_target", "{{' '+text.split(' ')[-1]}}"},
+                 {"should_decontaminate", true},
+                 {"doc_to_decontamination_query", "{{text}}"},
+                 {"metric_list", ojson::array({lm_metric("perplexity", "perplexity", false), lm_metric("acc", "mean", true)})}};
   t.doc_to_text = [](const json& doc) {
     auto words = py_split(str_field(doc, "text"), " ");
     words.pop_back();

@@ -46,7 +46,7 @@ const Subject kSubjects[] = {
     {"us_foreign_policy", "social_sciences"}, {"virology", "other"}, {"world_religions", "humanities"},
 };
 
-TaskDef subject_task(const std::string& subject) {
+TaskDef subject_task(const std::string& subject, const std::string& category) {
   TaskDef t;
   t.name = "mmlu_" + subject;
   t.alias = subject;
@@ -55,6 +55,18 @@ TaskDef subject_task(const std::string& subject) {
   t.metrics = {metric_acc()};
   t.description = "The following are multiple choice questions (with answers) about " + join(split(subject, '_'), " ") +
                   ".\n\n";
+  t.lm_config = {{"task_alias", subject},
+                 {"tag", "mmlu_" + category + "_tasks"},
+                 {"dataset_path", "cais/mmlu"},
+                 {"dataset_name", subject},
+                 {"test_split", "test"},
+                 {"fewshot_split", "dev"},
+                 {"doc_to_text",
+                  "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"},
+                 {"doc_to_target", "answer"},
+                 {"doc_to_choice", ojson::array({"A", "B", "C", "D"})},
+                 {"fewshot_config", {{"sampler", "first_n"}}},
+                 {"metric_list", ojson::array({lm_metric("acc", "mean", true)})}};
   t.load = [subject](const std::string& path, int64_t limit) {
     if (!ends_with(path, "/all/test.jsonl")) return load_jsonl(path, limit);
     // The combined file is read once for all 57 subjects.
@@ -105,7 +117,7 @@ void register_mmlu(TaskRegistry& r) {
     GroupDef g{std::string("mmlu_") + cat, join(split(cat, '_'), " "), {}, true, 2.0};
     for (const auto& s : kSubjects)
       if (std::string(s.category) == cat) {
-        r.add_task(subject_task(s.name));
+        r.add_task(subject_task(s.name, cat));
         g.children.push_back(std::string("mmlu_") + s.name);
       }
     top.children.push_back(g.name);

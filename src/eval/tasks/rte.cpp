@@ -9,6 +9,15 @@ void register_rte(TaskRegistry& r) {
   t.version = 1.0;
   t.data_files = {"rte/validation.jsonl"};
   t.metrics = {metric_acc()};
+  t.lm_config = {{"tag", "glue"},
+                 {"dataset_path", "nyu-mll/glue"},
+                 {"dataset_name", "rte"},
+                 {"training_split", "train"},
+                 {"validation_split", "validation"},
+                 {"doc_to_text", "{{sentence1}}\nQuestion: {{sentence2}} True or False?\nAnswer:"},
+                 {"doc_to_target", "label"},
+                 {"doc_to_choice", ojson::array({"True", "False"})},
+                 {"metric_list", ojson::array({lm_metric("acc")})}};
   t.doc_to_text = [](const json& doc) {
     return TextOrIndex::of(str_field(doc, "sentence1") + "\nQuestion: " + str_field(doc, "sentence2") +
                            " True or False?\nAnswer:");

@@ -10,6 +10,16 @@ void register_sciq(TaskRegistry& r) {
   t.version = 1.0;
   t.data_files = {"sciq/test.jsonl"};
   t.metrics = {metric_acc(), metric_acc_norm()};
+  t.lm_config = {{"dataset_path", "allenai/sciq"},
+                 {"training_split", "train"},
+                 {"validation_split", "validation"},
+                 {"test_split", "test"},
+                 {"doc_to_text", "{{support.lstrip()}}\nQuestion: {{question}}\nAnswer:"},
+                 {"doc_to_target", 3},
+                 {"doc_to_choice", "{{[distractor1, distractor2, distractor3, correct_answer]}}"},
+                 {"should_decontaminate", true},
+                 {"doc_to_decontamination_query", "{{support}} {{question}}"},
+                 {"metric_list", ojson::array({lm_metric("acc", "mean", true), lm_metric("acc_norm", "mean", true)})}};
   t.doc_to_text = [](const json& doc) {
     return TextOrIndex::of(py_lstrip(str_field(doc, "support")) + "\nQuestion: " + str_field(doc, "question") +
                            "\nAnswer:");

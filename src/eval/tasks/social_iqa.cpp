@@ -9,6 +9,13 @@ void register_social_iqa(TaskRegistry& r) {
   t.version = 0.0;
   t.data_files = {"social_iqa/validation.jsonl"};
   t.metrics = {metric_acc()};
+  t.lm_config = {{"dataset_path", "lighteval/siqa"},
+                 {"training_split", "train"},
+                 {"validation_split", "validation"},
+                 {"doc_to_text", "Q: {{context}} {{question}}\nA:"},
+                 {"doc_to_target", "{{ (label|int) - 1 }}"},
+                 {"doc_to_choice", "{{[answerA, answerB, answerC]}}"},
+                 {"metric_list", ojson::array({lm_metric("acc", "mean", true)})}};
   t.doc_to_text = [](const json& doc) {
     return TextOrIndex::of("Q: " + str_field(doc, "context") + " " + str_field(doc, "question") + "\nA:");
   };

@@ -5,6 +5,8 @@
 
 namespace mf::eval {
 
+using ojson = nlohmann::ordered_json;
+
 void register_arc(TaskRegistry& r);         // arc_easy, arc_challenge
 void register_piqa(TaskRegistry& r);
 void register_openbookqa(TaskRegistry& r);
@@ -21,6 +23,10 @@ void register_wikitext(TaskRegistry& r);
 // Metric lists used by many tasks.
 MetricSpec metric_acc();
 MetricSpec metric_acc_norm();
+// metric_list entries as lm-eval's YAML writes them: {metric, aggregation, higher_is_better}, or
+// {metric} alone (boolq, rte, wikitext).
+ojson lm_metric(const std::string& name, const std::string& aggregation, bool higher_is_better);
+ojson lm_metric(const std::string& name);
 
 // lm-eval hellaswag preprocess() (exposed for tests).
 std::string hellaswag_preprocess(const std::string& text);

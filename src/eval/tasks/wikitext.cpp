@@ -76,6 +76,62 @@ void register_wikitext(TaskRegistry& r) {
   t.metrics = {{"word_perplexity", "weighted_perplexity", false},
                {"byte_perplexity", "weighted_perplexity", false},
                {"bits_per_byte", "bits_per_byte", false}};
+  // The !function hooks appear as their Python source (inspect.getsource), as lm-eval dumps them.
+  t.lm_config = {{"dataset_path", "EleutherAI/wikitext_document_level"},
+                 {"dataset_name", "wikitext-2-raw-v1"},
+                 {"training_split", "train"},
+                 {"validation_split", "validation"},
+                 {"test_split", "test"},
+                 {"doc_to_text", ""},
+                 {"doc_to_target",
+                  "def wikitext_detokenizer(doc):\n"
+                  "    string = doc[\"page\"]\n"
+                  "    # contractions\n"
+                  "    string = string.replace(\"s '\", \"s'\")\n"
+                  "    string = re.sub(r\"/' [0-9]/\", r\"/'[0-9]/\", string)\n"
+                  "    # number separators\n"
+                  "    string = string.replace(\" @-@ \", \"-\")\n"
+                  "    string = string.replace(\" @,@ \", \",\")\n"
+                  "    string = string.replace(\" @.@ \", \".\")\n"
+                  "    # punctuation\n"
+                  "    string = string.replace(\" : \", \": \")\n"
+                  "    string = string.replace(\" ; \", \"; \")\n"
+                  "    string = string.replace(\" . \", \". \")\n"
+                  "    string = string.replace(\" ! \", \"! \")\n"
+                  "    string = string.replace(\" ? \", \"? \")\n"
+                  "    string = string.replace(\" , \", \", \")\n"
+                  "    # double brackets\n"
+                  "    string = re.sub(r\"\\(\\s*([^\\)]*?)\\s*\\)\", r\"(\\1)\", string)\n"
+                  "    string = re.sub(r\"\\[\\s*([^\\]]*?)\\s*\\]\", r\"[\\1]\", string)\n"
+                  "    string = re.sub(r\"{\\s*([^}]*?)\\s*}\", r\"{\\1}\", string)\n"
+                  "    string = re.sub(r\"\\\"\\s*([^\\\"]*?)\\s*\\\"\", r'\"\\1\"', string)\n"
+                  "    string = re.sub(r\"'\\s*([^']*?)\\s*'\", r\"'\\1'\", string)\n"
+                  "    # miscellaneous\n"
+                  "    string = string.replace(\"= = = =\", \"====\")\n"
+                  "    string = string.replace(\"= = =\", \"===\")\n"
+                  "    string = string.replace(\"= =\", \"==\")\n"
+                  "    string = string.replace(\" \" + chr(176) + \" \", chr(176))\n"
+                  "    string = string.replace(\" \\n\", \"\\n\")\n"
+                  "    string = string.replace(\"\\n \", \"\\n\")\n"
+                  "    string = string.replace(\" N \", \" 1 \")\n"
+                  "    string = string.replace(\" 's\", \"'s\")\n"
+                  "\n"
+                  "    return string\n"},
+                 {"process_results",
+                  "def process_results(doc, results):\n"
+                  "    (loglikelihood,) = results\n"
+                  "    # IMPORTANT: wikitext counts number of words in *original doc before detokenization*\n"
+                  "    _words = len(re.split(r\"\\s+\", doc[\"page\"]))\n"
+                  "    _bytes = len(doc[\"page\"].encode(\"utf-8\"))\n"
+                  "    return {\n"
+                  "        \"word_perplexity\": (loglikelihood, _words),\n"
+                  "        \"byte_perplexity\": (loglikelihood, _bytes),\n"
+                  "        \"bits_per_byte\": (loglikelihood, _bytes),\n"
+                  "    }\n"},
+                 {"should_decontaminate", true},
+                 {"doc_to_decontamination_query", "{{page}}"},
+                 {"metric_list", ojson::array({lm_metric("word_perplexity"), lm_metric("byte_perplexity"),
+                                               lm_metric("bits_per_byte")})}};
   t.load = [](const std::string& path, int64_t limit) {
     if (ends_with(path, ".jsonl")) return load_jsonl(path, limit);
     std::vector<Doc> docs;

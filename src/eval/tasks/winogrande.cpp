@@ -22,6 +22,27 @@ void register_winogrande(TaskRegistry& r) {
   t.version = 1.0;
   t.data_files = {"winogrande/validation.jsonl"};
   t.metrics = {metric_acc()};
+  // The !function hooks appear as their Python source (inspect.getsource), as lm-eval dumps them.
+  t.lm_config = {{"dataset_path", "allenai/winogrande"},
+                 {"dataset_name", "winogrande_xl"},
+                 {"training_split", "train"},
+                 {"validation_split", "validation"},
+                 {"doc_to_text",
+                  "def doc_to_text(doc):\n"
+                  "    answer_to_num = {\"1\": 0, \"2\": 1}\n"
+                  "    return answer_to_num[doc[\"answer\"]]\n"},
+                 {"doc_to_target",
+                  "def doc_to_target(doc):\n"
+                  "    idx = doc[\"sentence\"].index(\"_\") + 1\n"
+                  "    return doc[\"sentence\"][idx:].strip()\n"},
+                 {"doc_to_choice",
+                  "def doc_to_choice(doc):\n"
+                  "    idx = doc[\"sentence\"].index(\"_\")\n"
+                  "    options = [doc[\"option1\"], doc[\"option2\"]]\n"
+                  "    return [doc[\"sentence\"][:idx] + opt for opt in options]\n"},
+                 {"should_decontaminate", true},
+                 {"doc_to_decontamination_query", "sentence"},
+                 {"metric_list", ojson::array({lm_metric("acc", "mean", true)})}};
   // doc_to_text returns the gold index: {"1": 0, "2": 1}[answer] -> multiple-input mode.
   t.doc_to_text = [](const json& doc) {
     std::string a = str_field(doc, "answer");

@@ -16,6 +16,8 @@ struct AvgKOptions {
 class AvgKRouterImpl : public RouterImpl {
  public:
   // sel.gate is normally Ones; noise Gauss with eps = gate_noise (EMoE: 1.0) in training.
+  // The gate is zero until the first refresh().
+  AvgKRouterImpl(int64_t dim, int64_t num_experts, SelectionConfig sel, RouterNoise noise = {}, AvgKOptions opt = {});
   AvgKRouterImpl(const ExpertBankImpl& bank, SelectionConfig sel, RouterNoise noise = {}, AvgKOptions opt = {});
 
   RouterOutput route(const at::Tensor& x, bool training) override;

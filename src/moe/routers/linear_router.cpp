@@ -1,5 +1,7 @@
 #include "moe/routers/linear_router.h"
 
+#include "moe/routers/registry.h"
+
 namespace mf::moe {
 
 LinearRouterImpl::LinearRouterImpl(int64_t dim, int64_t num_experts, SelectionConfig sel, ScoreFn score,
@@ -23,6 +25,18 @@ RouterOutput LinearRouterImpl::route(const at::Tensor& x, bool training) {
   at::Tensor xr = maybe_jitter(x.to(dt), training);
   at::Tensor logits = at::linear(xr, weight_.to(dt), bias_.defined() ? bias_.to(dt) : at::Tensor());
   return finish(logits, training);
+}
+
+RouterEntry linear_router_entry() {
+  RouterEntry e;
+  e.description = "linear: logits = W x, tensor weight [E, d] (Switch, Mixtral, Qwen2-MoE, OLMoE, HEMoE)";
+  e.make = [](const RouterSpec& s) -> Router {
+    return std::make_shared<LinearRouterImpl>(at::empty({s.num_experts, s.dim}), s.selection, s.score, s.noise);
+  };
+  e.tensors = [](const RouterSpec& s) {
+    return std::vector<std::pair<std::string, std::vector<int64_t>>>{{"weight", {s.num_experts, s.dim}}};
+  };
+  return e;
 }
 
 }  // namespace mf::moe

@@ -1,6 +1,8 @@
-// MoEfication's MLP router: scores = W2 tanh(W1 x + b1) + b2 with W1 [E, d] initialised to the
-// experts' (L2-normalised) centres and W2 [E, E] to the identity; top-k on the scores, unit
-// combine weights by default. Trained with BCE against expert activation targets.
+// MoEfication's MLP router: logits = W2 tanh(W1 x̂), x̂ = x / |x|, W1 [E, d], W2 [E, E], as
+// PyTorch's Sequential(Linear(d, E, bias=False), Tanh, Linear(E, E, bias=False)) — so its
+// checkpoint tensors are named 0.weight and 2.weight. Top-k on the logits; trained offline with
+// BCE against expert activation targets (train/mlp_router_fit.h), W1 starting from the experts'
+// L2-normalised mean keys and W2 from the identity.
 #pragma once
 #include "moe/routers/router.h"
 
@@ -8,16 +10,19 @@ namespace mf::moe {
 
 class MlpRouterImpl : public RouterImpl {
  public:
-  // centres [E, d]: e.g. mean key of each expert (mlp_router_centres).
-  MlpRouterImpl(const at::Tensor& centres, SelectionConfig sel);
+  // Uninitialised weights (a checkpoint fills them).
+  MlpRouterImpl(int64_t dim, int64_t num_experts, SelectionConfig sel, ScoreFn score = ScoreFn::Softmax);
+  // W1 = centres [E, d] (e.g. mlp_router_centres), W2 = I.
+  MlpRouterImpl(const at::Tensor& centres, SelectionConfig sel, ScoreFn score = ScoreFn::Softmax);
 
   RouterOutput route(const at::Tensor& x, bool training) override;
   const char* kind() const override { return "mlp"; }
+  at::Tensor w1() const { return w1_; }
+  at::Tensor w2() const { return w2_; }
 
  private:
-  at::Tensor w1_, b1_, w2_, b2_;
+  at::Tensor w1_, w2_;
 };
-TORCH_MODULE(MlpRouter);
 
 // L2-normalised mean key of each expert: the "centre" initialisation of MoEfication routers.
 at::Tensor mlp_router_centres(const ExpertBankImpl& bank);

@@ -5,10 +5,11 @@
 // Note: HeterExpert deals the non-shared neurons in *index* order and shuffles; MoEBERT itself
 // deals them in importance order. We follow MoEBERT (importance order), which keeps each expert's
 // most important private neurons; with unit-weight top-k>1 routing the shared neurons are counted
-// k times (split_layer warns).
+// k times (the registry entry below adds a warning).
 #include <algorithm>
 #include <numeric>
 
+#include "split/method_registry.h"
 #include "split/split.h"
 #include "util/error.h"
 #include "util/str.h"
@@ -59,6 +60,46 @@ Partition split_moebert_multitask(const at::Tensor& domain_scores, int64_t exper
     std::sort(p.experts[d].begin(), p.experts[d].end());
   }
   return p;
+}
+
+namespace {
+// Both variants: [F] or [F, D] scores, expert width --moebert-width (default F/N), and the
+// warning about shared neurons (the cover overlaps by design).
+SplitMethodEntry moebert_entry(const std::string& description, const std::string& stat, bool multitask) {
+  SplitMethodEntry e;
+  e.description = description;
+  e.profile_stat = stat;
+  e.run = [multitask](const SplitInputs& in, const SplitOptions& opt, SplitReport& rep) {
+    const int64_t F = in.num_neurons;
+    const int N = opt.num_experts;
+    require_rows(in.domain_scores, F, opt.method, "neuron importance");
+    at::Tensor S = in.domain_scores.dim() == 1 ? in.domain_scores.unsqueeze(1) : in.domain_scores;
+    int64_t width = opt.moebert_expert_size > 0 ? opt.moebert_expert_size : F / N;
+    Partition p;
+    if (!multitask) {
+      int64_t shared = opt.moebert_shared >= 0 ? opt.moebert_shared : F / N / 2;
+      p = split_moebert(S.sum(1), N, shared, width);
+    } else {
+      if (S.size(1) != N) fail(cat("split: moebert-multitask makes one expert per domain: N=", N, " but ", S.size(1), " domains"));
+      p = split_moebert_multitask(S, width);
+    }
+    rep.warnings.push_back(
+        "moebert experts overlap: under unit-weight top-k>1 routing the shared neurons are summed once per selected expert "
+        "(counted k times)");
+    return p;
+  };
+  return e;
+}
+}  // namespace
+
+// Raw importance: HeterExpert's adaptation ranks by the raw sums over domains.
+SplitMethodEntry moebert_split_method() {
+  return moebert_entry("top F/N/2 neurons shared by all experts, the rest dealt by importance (MoEBERT)",
+                       "importance_raw", false);
+}
+
+SplitMethodEntry moebert_multitask_split_method() {
+  return moebert_entry("expert d = the top F/N neurons by domain-d importance (needs N = domains)", "importance", true);
 }
 
 }  // namespace mf

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "split/method_registry.h"
 #include "split/split.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -65,6 +66,18 @@ Partition split_moefication_coact(const at::Tensor& coactivation, int n, uint64_
   std::vector<std::vector<int32_t>> members(n);
   for (int64_t i = 0; i < F; ++i) members[label[i]].push_back(static_cast<int32_t>(i));
   return repair_to_sizes(std::move(members), sizes, F, rng);
+}
+
+SplitMethodEntry moefication_coact_split_method() {
+  SplitMethodEntry e;
+  e.description = "METIS k-way cut of the profile's co-activation graph, F/N each (MoEfication)";
+  e.profile_stat = "coactivation";
+  e.equal_division = true;
+  e.run = [](const SplitInputs& in, const SplitOptions& opt, SplitReport&) {
+    require_rows(in.coactivation, in.num_neurons, opt.method, "a co-activation matrix");
+    return split_moefication_coact(in.coactivation, opt.num_experts, opt.seed);
+  };
+  return e;
 }
 
 }  // namespace mf

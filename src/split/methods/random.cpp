@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "split/method_registry.h"
 #include "split/split.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -54,6 +55,28 @@ Partition repair_to_sizes(std::vector<std::vector<int32_t>> members, const std::
   for (auto& m : members) std::sort(m.begin(), m.end());
   p.experts = std::move(members);
   return p;
+}
+
+SplitMethodEntry random_split_method() {
+  SplitMethodEntry e;
+  e.description = "uniform random partition, sizes F/N (remainder to the first experts)";
+  e.run = [](const SplitInputs& in, const SplitOptions& opt, SplitReport&) {
+    return split_random(in.num_neurons, equal_sizes(in.num_neurons, opt.num_experts), opt.seed);
+  };
+  return e;
+}
+
+// The heterogeneous-random baseline: the same draw with another split's sizes (e.g. hemoe's).
+SplitMethodEntry random_hetero_split_method() {
+  SplitMethodEntry e;
+  e.description = "random partition with the expert sizes of --sizes-from's part files";
+  e.sizes_from_part_files = true;
+  e.run = [](const SplitInputs& in, const SplitOptions& opt, SplitReport&) {
+    if (static_cast<int>(in.target_sizes.size()) != opt.num_experts)
+      fail(cat("split: random-hetero needs ", opt.num_experts, " target sizes, got ", in.target_sizes.size()));
+    return split_random(in.num_neurons, in.target_sizes, opt.seed);
+  };
+  return e;
 }
 
 }  // namespace mf
