@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "moe/routers/registry.h"
 #include "split/build_moe.h"
 #include "split/method_registry.h"
 #include "util/error.h"
@@ -93,7 +94,7 @@ void add_split_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--out", a->out, "output model directory");
   const std::string avgk = methods_where([](const SplitMethodEntry& e) { return e.default_router == "avgk"; });
   cmd->add_option("--router", o.router,
-                  "linear | mlp | avgk (default: " + (avgk.empty() ? "" : "avgk for " + avgk + ", else ") + "linear)");
+                  "an entry of the router table: " + moe::router_registry().known() + " (default: " + (avgk.empty() ? "" : "avgk for " + avgk + ", else ") + "linear)");
   cmd->add_option("--gate", o.gate, "unit | renorm | prob | ones (default: ones for avgk, else unit)");
   cmd->add_option("--export", a->export_format, "write a stock checkpoint of this architecture instead: mixtral")
       ->check(CLI::IsMember({"mixtral"}));

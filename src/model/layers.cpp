@@ -50,10 +50,10 @@ LoraLinear::LoraLinear(int64_t in, int64_t out, int64_t r, double scale_, double
 }
 
 at::Tensor LoraLinear::delta(const at::Tensor& x) {
-  // The low-rank path runs in the adapter's dtype (fp32 over a bf16 base model).
-  at::Tensor h = x.to(lora_A.scalar_type());
-  if (dropout > 0 && is_training()) h = at::dropout(h, dropout, true);
-  return (at::linear(at::linear(h, lora_A), lora_B) * scale).to(x.scalar_type());
+  at::Tensor h = (dropout > 0 && is_training()) ? at::dropout(x, dropout, true) : x;
+  // The low-rank path runs in the adapter's dtype (fp32 adapters over a bf16 base model).
+  if (h.scalar_type() == lora_A.scalar_type()) return at::linear(at::linear(h, lora_A), lora_B) * scale;
+  return (at::linear(at::linear(h.to(lora_A.scalar_type()), lora_A), lora_B) * scale).to(x.scalar_type());
 }
 
 Conv1D::Conv1D(int64_t in, int64_t out) {

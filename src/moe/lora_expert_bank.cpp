@@ -49,9 +49,9 @@ int64_t LoraExpertBankImpl::expert_params(int64_t e) const {
 }
 
 at::Tensor LoraExpertBankImpl::delta(const LoraDelta& d, const at::Tensor& x) const {
-  at::Tensor h = x.to(d.A.scalar_type());
-  if (dropout_ > 0 && is_training()) h = at::dropout(h, dropout_, true);
-  return (at::linear(at::linear(h, d.A), d.B) * d.scale).to(x.scalar_type());
+  at::Tensor h = (dropout_ > 0 && is_training()) ? at::dropout(x, dropout_, true) : x;
+  if (h.scalar_type() == d.A.scalar_type()) return at::linear(at::linear(h, d.A), d.B) * d.scale;
+  return (at::linear(at::linear(h.to(d.A.scalar_type()), d.A), d.B) * d.scale).to(x.scalar_type());
 }
 
 at::Tensor LoraExpertBankImpl::hidden_from(int64_t e, at::Tensor pre, const at::Tensor& x) const {

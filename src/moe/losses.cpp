@@ -127,9 +127,12 @@ at::Tensor hemoe_balance_loss(const at::Tensor& weights, const at::Tensor& probs
   std::vector<double> r;
   for (int64_t s : sizes) r.push_back(static_cast<double>(s) / total);
   at::Tensor rt = at::tensor(r, probs.options().dtype(at::kDouble)).to(probs.scalar_type());
-  at::Tensor m = mask_col(mask, probs);
-  at::Tensor f = masked_mean_rows(weights.to(probs.scalar_type()), m);
-  at::Tensor P = masked_mean_rows(probs, m);
+  // Without a mask, plain means (the same arithmetic as the router recipe had before the MoE
+  // blocks reported this loss, so its training runs did not move).
+  at::Tensor m = mask.defined() ? mask_col(mask, probs) : at::Tensor();
+  auto mean_rows = [&](const at::Tensor& x) { return m.defined() ? masked_mean_rows(x, m) : x.mean(0); };
+  at::Tensor f = mean_rows(weights.to(probs.scalar_type()));
+  at::Tensor P = mean_rows(probs);
   const double scale = static_cast<double>(scale_by_tokens ? probs.size(0) : E);
   return (f * rt * P).sum() * (scale * lambda);
 }

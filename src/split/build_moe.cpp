@@ -6,6 +6,7 @@
 #include <set>
 
 #include "model/model.h"
+#include "moe/routers/registry.h"
 #include "split/method_registry.h"
 #include "split/profile_data.h"
 #include "util/error.h"
@@ -142,9 +143,10 @@ std::vector<int> parse_layer_range(const std::string& spec, int64_t L) {
 }
 
 RouterChoice resolve_router(const BuildMoeOptions& o) {
-  static const std::vector<std::string> routers = {"linear", "mlp", "avgk"}, gates = {"unit", "renorm", "prob", "ones"};
-  if (!o.router.empty() && !contains(routers, o.router))
-    throw UsageError(cat("unknown --router '", o.router, "' (linear, mlp, avgk)"));
+  static const std::vector<std::string> gates = {"unit", "renorm", "prob", "ones"};
+  const auto* entry = o.router.empty() ? nullptr : moe::router_registry().find(o.router);
+  if (!o.router.empty() && (!entry || !entry->init))
+    throw UsageError(cat("unknown --router '", o.router, "' (", moe::router_registry().known(), ")"));
   if (!o.gate.empty() && !contains(gates, o.gate))
     throw UsageError(cat("unknown --gate '", o.gate, "' (unit, renorm, prob, ones)"));
   if (o.export_format == "mixtral") {
@@ -285,28 +287,19 @@ SplitPlan plan_split(const Checkpoint& ck, const ModelConfig& cfg, const BuildMo
 std::vector<std::pair<std::string, at::Tensor>> router_tensors(const std::string& prefix, const std::string& type,
                                                                const Partition& p, const at::Tensor& gate_rows,
                                                                uint64_t seed, int layer) {
-  const int N = p.num_experts();
-  if (type == "avgk") return {};
-  if (type == "linear") {
-    const int64_t H = gate_rows.size(1);
-    uint64_t st = seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(layer + 1));
-    Rng rng(splitmix64(st));
-    at::Tensor w = at::empty({N, H}, at::kFloat);
-    float* d = w.data_ptr<float>();
-    for (int64_t i = 0; i < N * H; ++i) d[i] = static_cast<float>(0.001 * rng.normal());
-    return {{prefix + "router.weight", w}};
-  }
-  if (type == "mlp") {
-    at::Tensor rows = gate_rows.to(at::kDouble);
-    rows = rows / rows.norm(2, {1}, true).clamp_min(1e-12);
-    at::Tensor w1 = at::empty({N, rows.size(1)}, at::kDouble);
-    for (int j = 0; j < N; ++j) {
-      at::Tensor idx = at::tensor(std::vector<int64_t>(p.experts[j].begin(), p.experts[j].end()), at::kLong);
-      w1[j] = rows.index_select(0, idx).mean(0);
-    }
-    return {{prefix + "router.0.weight", w1.to(at::kFloat)}, {prefix + "router.2.weight", at::eye(N, at::kFloat)}};
-  }
-  fail(cat("unknown router '", type, "'"));
+  const moe::RouterEntry& entry = moe::router_registry().at(type);
+  if (!entry.init) fail(cat("router '", type, "' cannot be initialised by a split"));
+  moe::RouterSpec spec;
+  spec.num_experts = p.num_experts();
+  spec.dim = gate_rows.defined() ? gate_rows.size(1) : 0;
+  moe::RouterInit init;
+  init.seed = seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(layer + 1));
+  if (gate_rows.defined())
+    for (const auto& ex : p.experts)
+      init.keys.push_back(gate_rows.index_select(0, at::tensor(std::vector<int64_t>(ex.begin(), ex.end()), at::kLong)));
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& [name, t] : entry.init(spec, init)) out.emplace_back(prefix + "router." + name, t);
+  return out;
 }
 
 MoeCheckpointData moeforge_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const SplitPlan& plan,

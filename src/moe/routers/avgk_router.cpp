@@ -43,6 +43,7 @@ RouterEntry avgk_router_entry() {
     return std::make_shared<AvgKRouterImpl>(s.dim, s.num_experts, s.selection, s.noise);
   };
   e.tensors = [](const RouterSpec&) { return std::vector<std::pair<std::string, std::vector<int64_t>>>{}; };
+  e.init = [](const RouterSpec&, const RouterInit&) { return std::vector<std::pair<std::string, at::Tensor>>{}; };
   e.from_experts = true;
   return e;
 }

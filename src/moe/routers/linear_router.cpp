@@ -1,6 +1,7 @@
 #include "moe/routers/linear_router.h"
 
 #include "moe/routers/registry.h"
+#include "util/rng.h"
 
 namespace mf::moe {
 
@@ -35,6 +36,15 @@ RouterEntry linear_router_entry() {
   };
   e.tensors = [](const RouterSpec& s) {
     return std::vector<std::pair<std::string, std::vector<int64_t>>>{{"weight", {s.num_experts, s.dim}}};
+  };
+  // HEMoE / MoEfication: N(0, 0.001), from the project's generator (reproducible across libtorch versions).
+  e.init = [](const RouterSpec& s, const RouterInit& init) {
+    uint64_t state = init.seed;
+    Rng rng(splitmix64(state));
+    at::Tensor w = at::empty({s.num_experts, s.dim}, at::kFloat);
+    float* d = w.data_ptr<float>();
+    for (int64_t i = 0; i < w.numel(); ++i) d[i] = static_cast<float>(0.001 * rng.normal());
+    return std::vector<std::pair<std::string, at::Tensor>>{{"weight", w}};
   };
   return e;
 }

@@ -53,6 +53,16 @@ RouterEntry mlp_router_entry() {
     return std::vector<std::pair<std::string, std::vector<int64_t>>>{{"0.weight", {s.num_experts, s.dim}},
                                                                       {"2.weight", {s.num_experts, s.num_experts}}};
   };
+  // MoEfication: W1 row e = mean of expert e's L2-normalised gate rows, W2 = I.
+  e.init = [](const RouterSpec& s, const RouterInit& init) {
+    at::Tensor w1 = at::empty({s.num_experts, s.dim}, at::kDouble);
+    for (int64_t j = 0; j < s.num_experts; ++j) {
+      at::Tensor rows = init.keys.at(static_cast<size_t>(j)).to(at::kDouble);
+      w1[j] = (rows / rows.norm(2, {1}, true).clamp_min(1e-12)).mean(0);
+    }
+    return std::vector<std::pair<std::string, at::Tensor>>{{"0.weight", w1.to(at::kFloat)},
+                                                            {"2.weight", at::eye(s.num_experts, at::kFloat)}};
+  };
   return e;
 }
 

@@ -26,12 +26,21 @@ struct RouterSpec {
   nlohmann::json config = nlohmann::json::object();  // the config's router section (router-specific keys)
 };
 
+// What a router's initialisation for a freshly split layer gets (dense -> MoE, src/split).
+struct RouterInit {
+  std::vector<at::Tensor> keys;  // per expert: the gate rows of its neurons [f_e, d] (fp32; empty for avg-k)
+  uint64_t seed = 0;             // already specific to the layer
+};
+
 struct RouterEntry {
   std::string description;
   // A router with uninitialised (or default-initialised) parameters; checkpoints fill them.
   std::function<Router(const RouterSpec&)> make;
   // Its checkpoint tensors, relative to the router module ("weight", "0.weight"), with shapes.
   std::function<std::vector<std::pair<std::string, std::vector<int64_t>>>(const RouterSpec&)> tensors;
+  // Initial tensors (names as in `tensors`) for a layer a split just made; null: the router
+  // cannot be the router of a split.
+  std::function<std::vector<std::pair<std::string, at::Tensor>>(const RouterSpec&, const RouterInit&)> init;
   // Computed from the expert weights (EMoE avg-k) instead of trained: the MoE block calls
   // after_optimizer_step(bank) whenever the experts change.
   bool from_experts = false;
