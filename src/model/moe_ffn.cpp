@@ -240,7 +240,6 @@ at::Tensor MoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   // Routing with autograd for the auxiliary losses (training only; released otherwise).
   const bool keep = is_training() && at::GradMode::is_enabled() && out.route.logits.requires_grad();
   last_logits_ = keep ? out.route.logits : at::Tensor();
-  last_scores_ = keep ? out.route.probs : at::Tensor();
   last_idx_ = keep ? out.route.idx : at::Tensor();
   return out.y;
 }
@@ -252,14 +251,17 @@ std::vector<AuxLoss> MoeFFN::aux_losses() const {
   const MoeAuxLossConfig& a = spec_.aux;
   if ((a.kind == K::Hemoe || a.kind == K::Switch) && a.coef > 0) {
     const int64_t E = num_experts();
-    // f_j from straight-through unit weights of the selected experts, P_j from the scores.
-    at::Tensor w = moe::dense_from_slots(last_idx_, moe::gate_values(last_scores_, last_idx_, moe::GateMode::UnitST), E);
+    // f_j from straight-through unit weights of the selected experts, P_j from the scores (a
+    // softmax / sigmoid of its own: the backward then sums exactly as the router recipe's did).
+    const at::Tensor lg = last_logits_.to(at::kFloat);
+    const at::Tensor scores = router->score_fn() == moe::ScoreFn::Sigmoid ? at::sigmoid(lg) : at::softmax(lg, -1);
+    at::Tensor w = moe::dense_from_slots(last_idx_, moe::gate_values(scores, last_idx_, moe::GateMode::UnitST), E);
     at::Tensor loss;
     if (a.kind == K::Hemoe) {
-      loss = moe::hemoe_balance_loss(w, last_scores_, spec_.widths, last_valid_, a.coef, a.scale_by_tokens,
+      loss = moe::hemoe_balance_loss(w, scores, spec_.widths, last_valid_, a.coef, a.scale_by_tokens,
                                      static_cast<double>(spec_.reference_width));
     } else {
-      loss = moe::hemoe_balance_loss(w, last_scores_, std::vector<int64_t>(static_cast<size_t>(E), 1), last_valid_,
+      loss = moe::hemoe_balance_loss(w, scores, std::vector<int64_t>(static_cast<size_t>(E), 1), last_valid_,
                                      a.coef, false, 1.0);
     }
     v.push_back({"balance_loss", loss});

@@ -104,7 +104,7 @@ class MoeFFN : public FfnBlock {
   // Last forward: routing for telemetry (detached), and for the auxiliary losses (training).
   int layer_ = 0;
   moe::RoutingPlan last_plan_;
-  at::Tensor last_probs_, last_valid_, last_logits_, last_scores_, last_idx_;
+  at::Tensor last_probs_, last_valid_, last_logits_, last_idx_;
   std::vector<int64_t> expert_params_;
   int64_t always_active_params_ = 0;
 };
