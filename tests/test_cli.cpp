@@ -44,6 +44,19 @@ TEST(Cli, BadGlobalOptionIsUsageError) {
   EXPECT_EQ(r.code, 2) << r.out;
 }
 
+TEST(Cli, OutOfRangeNumbersAreOneLineUsageErrors) {
+  // Rejected while parsing, before any model is read (issue 22, "accepted nonsense").
+  for (const char* args : {"--threads 1000000 info /nonexistent", "--threads -1 info /nonexistent",
+                           "eval /nonexistent --tasks arc_easy --limit -5", "eval /nonexistent --tasks arc_easy --batch-tokens 0",
+                           "eval /nonexistent --tasks arc_easy --batch-tokens -1", "eval /nonexistent --tasks arc_easy --max-length -1"}) {
+    auto r = run(args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.out;
+    EXPECT_EQ(r.out.rfind("error: ", 0), 0u) << args << ": " << r.out;
+    EXPECT_NE(r.out.find("must be"), std::string::npos) << args << ": " << r.out;
+    EXPECT_LT(r.out.size(), 200u) << args << ": " << r.out;  // no DBL_MAX ranges
+  }
+}
+
 TEST(Cli, InfoOnMissingModelIsOneLineError) {
   auto r = run("info /nonexistent");
   EXPECT_EQ(r.code, 1) << r.out;

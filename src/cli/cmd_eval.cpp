@@ -80,12 +80,14 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--data-dir", a->data_dir, "directory holding the task data files (docs/eval.md)")
       ->capture_default_str();
   cmd->add_option("--include", a->include, "YAML file(s) with custom task definitions");
-  cmd->add_option("--limit", a->limit, "documents per task (< 1: fraction)");
-  cmd->add_option("--batch-tokens", a->batch_tokens, "padded tokens per forward batch")->capture_default_str();
+  cmd->add_option("--limit", a->limit, "documents per task (< 1: fraction)")->check(non_negative());
+  cmd->add_option("--batch-tokens", a->batch_tokens, "padded tokens per forward batch")
+      ->capture_default_str()
+      ->check(positive());
   cmd->add_option("--bos", a->bos, "BOS policy: auto (lm-eval >= 0.4.10), on, off (lm-eval <= 0.4.9)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
-  cmd->add_option("--max-length", a->max_length, "longest input (default: the model's context)");
+  cmd->add_option("--max-length", a->max_length, "longest input (default: the model's context)")->check(positive());
   cmd->add_option("--adapter", a->adapter,
                   "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) applied to MODEL");
   cmd->add_option("--dtype", a->dtype, "fp32 or bf16")->capture_default_str();

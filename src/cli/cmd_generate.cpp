@@ -35,10 +35,10 @@ void add_generate_command(CLI::App& app, const GlobalOptions& globals) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt (KV cache, streaming).");
   cmd->add_option("model", o->model, "Hugging Face model directory (config.json, safetensors, tokenizer)")->required();
   cmd->add_option("--prompt", o->prompt, "prompt text")->required();
-  cmd->add_option("--max-new-tokens", o->max_new_tokens, "tokens to generate at most")->check(CLI::PositiveNumber);
-  cmd->add_option("--temperature", o->temperature, "softmax temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-new-tokens", o->max_new_tokens, "tokens to generate at most")->check(positive());
+  cmd->add_option("--temperature", o->temperature, "softmax temperature; 0 = greedy")->check(non_negative());
   cmd->add_option("--top-p", o->top_p, "nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--top-k", o->top_k, "keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", o->top_k, "keep the k most likely tokens (0 = off)")->check(non_negative());
   cmd->add_option("--seed", o->seed, "sampling seed");
   cmd->add_flag("--chat", o->chat, "wrap the prompt in the tokenizer's chat template (user turn)");
   cmd->add_option("--system", o->system, "system message for --chat");

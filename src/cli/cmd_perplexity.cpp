@@ -26,8 +26,8 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("model", o->model, "Hugging Face model directory")->required();
   cmd->add_option("--text", o->text, "UTF-8 text file")->required();
   cmd->add_option("--context", o->context, "window length in tokens (default: min(max_position_embeddings, 1024))")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--stride", o->stride, "window advance in tokens (default: context / 2)")->check(CLI::PositiveNumber);
+      ->check(positive());
+  cmd->add_option("--stride", o->stride, "window advance in tokens (default: context / 2)")->check(positive());
   cmd->add_option("--adapter", o->adapter,
                   "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) applied to the model");
   cmd->add_option("--dtype", o->dtype, "float32 or bfloat16");

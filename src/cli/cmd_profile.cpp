@@ -28,16 +28,16 @@ void add_profile_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--out", o->p.out_dir, "output directory (written atomically)")->required();
   cmd->add_option("--domains", o->p.domains,
                   "k-means domains K (default: the data's 'domain' field when every line has one, else 8)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--domain-field", o->p.domain_field, "take each document's domain from this JSON field");
   cmd->add_option("--embeddings", o->p.embeddings_path,
                   "document embeddings for k-means (.npy or .safetensors, one row per document); "
                   "default: the model's mean-pooled last hidden state");
-  cmd->add_option("--max-docs", o->p.max_docs, "use only the first N documents")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--max-tokens", o->p.max_tokens, "stop adding documents at N tokens")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seq-len", o->p.seq_len, "truncate documents to N tokens")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-docs", o->p.max_docs, "use only the first N documents")->check(non_negative());
+  cmd->add_option("--max-tokens", o->p.max_tokens, "stop adding documents at N tokens")->check(non_negative());
+  cmd->add_option("--seq-len", o->p.seq_len, "truncate documents to N tokens")->check(positive());
   cmd->add_option("--batch-tokens", o->p.batch_tokens, "padded tokens per forward/backward batch")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--layers", o->p.layers, "python-style 0-based layer range a:b (default: all)");
   cmd->add_flag("--coactivation", o->p.coactivation, "also count neuron co-activations ([F, F] per layer)");
   cmd->add_option("--dtype", o->dtype, "float32 or bfloat16");

@@ -32,7 +32,7 @@ void add_tokenizer_command(CLI::App& app, const GlobalOptions& globals) {
   train->add_option("--input", o->inputs, "UTF-8 text files")->required()->expected(1, -1);
   train->add_option("--out", o->out, "output directory")->required();
   train->add_option("--min-frequency", o->min_frequency, "stop when the best pair occurs fewer times")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   train->add_option("--bos", o->bos, "BOS token (id 0)");
   train->add_option("--eos", o->eos, "EOS token (id 1)");
   train->add_option("--pad", o->pad, "padding token (id 2)");

@@ -2,9 +2,30 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace mf::cli {
+
+// Number checks for command-line options with a one-line message ("--limit: -5 must be >= 0");
+// CLI11's own NonNegativeNumber prints the whole range up to DBL_MAX.
+inline CLI::Validator at_least(double lo, const char* what) {
+  return CLI::Validator(
+      [lo, what](std::string& s) -> std::string {
+        double v = 0;
+        try {
+          size_t used = 0;
+          v = std::stod(s, &used);
+          if (used != s.size()) return s + " is not a number";
+        } catch (const std::exception&) {
+          return s + " is not a number";
+        }
+        return v >= lo ? std::string() : s + " must be " + what;
+      },
+      what);
+}
+inline CLI::Validator non_negative() { return at_least(0.0, ">= 0"); }
+inline CLI::Validator positive() { return at_least(1e-300, "> 0"); }
 
 // Global options every command sees (parsed before the command runs).
 struct GlobalOptions {

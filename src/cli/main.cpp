@@ -27,7 +27,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("moeforge ") + MOEFORGE_VERSION + " (libtorch " +
                                         mf::torch_version_string() + ")");
   app.option_defaults()->always_capture_default();
-  app.add_option("--threads", globals.threads, "intra-op threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  // Bounded: an OpenMP pool of a million threads exhausts the machine before any error.
+  app.add_option("--threads", globals.threads, "intra-op threads, 0..1024 (default: all cores)")
+      ->check(mf::cli::non_negative() & CLI::Validator(
+                  [](std::string& s) { return std::stod(s) <= 1024 ? std::string() : s + " must be <= 1024"; }, "<= 1024"));
   app.add_option("--log-level", globals.log_level, "debug, info, warn, error")
       ->check(CLI::IsMember({"debug", "info", "warn", "warning", "error", "quiet"}));
   app.add_flag("-q,--quiet", globals.quiet, "only errors; no progress bars");
