@@ -21,6 +21,7 @@
 #include "util/fs.h"
 #include "util/json.h"
 #include "model_fixtures.h"
+#include "spm_llama_fixture.h"
 #include "test_helpers.h"
 
 using namespace mf;
@@ -413,18 +414,7 @@ const CliFixture& cli_fixture() {
   static CliFixture f = [] {
     CliFixture x;
     x.model = fresh_dir("cli_llama");
-    json cfg = {{"model_type", "llama"},     {"architectures", {"LlamaForCausalLM"}},
-                {"vocab_size", 32000},       {"hidden_size", 16},
-                {"intermediate_size", 24},   {"num_hidden_layers", 2},
-                {"num_attention_heads", 2},  {"num_key_value_heads", 1},
-                {"rms_norm_eps", 1e-5},      {"max_position_embeddings", 256},
-                {"bos_token_id", 1},         {"eos_token_id", 2},
-                {"tie_word_embeddings", true}};
-    auto m = Model::create(parse_model_config(cfg, "tiny"));
-    m->init_random(11, 0.3);
-    SaveOptions so;
-    so.copy_aux_from = std::string(MOEFORGE_TEST_DATA) + "/tokenizers/llama2-spm";
-    save_checkpoint(x.model, cfg, m->hf_tensors(), so);
+    auto m = testing_fixtures::save_tiny_spm_llama(x.model);
     LoraOptions o;
     o.r = 4;
     o.alpha = 8;

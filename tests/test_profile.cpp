@@ -2,6 +2,8 @@
 // weight-gradient form (spec dense_to_moe.md §1.2 (c), acceptance item 27), preprocessing,
 // k-means domains, co-activation counts, activation statistics, input errors and the CLI.
 #include <gtest/gtest.h>
+
+#include "spm_llama_fixture.h"
 #include <sys/wait.h>
 #include <torch/torch.h>
 
@@ -315,18 +317,7 @@ const std::string& tiny_llama_dir() {
   static std::string dir = [] {
     std::string d = ::testing::TempDir() + "/mf_profile_llama";
     remove_all(d);
-    json cfg = {{"model_type", "llama"},     {"architectures", {"LlamaForCausalLM"}},
-                {"vocab_size", 32000},       {"hidden_size", 16},
-                {"intermediate_size", 24},   {"num_hidden_layers", 2},
-                {"num_attention_heads", 2},  {"num_key_value_heads", 1},
-                {"rms_norm_eps", 1e-5},      {"max_position_embeddings", 256},
-                {"bos_token_id", 1},         {"eos_token_id", 2},
-                {"tie_word_embeddings", true}};
-    auto m = Model::create(parse_model_config(cfg, "tiny"));
-    m->init_random(11, 0.3);
-    SaveOptions so;
-    so.copy_aux_from = std::string(MOEFORGE_TEST_DATA) + "/tokenizers/llama2-spm";
-    save_checkpoint(d, cfg, m->hf_tensors(), so);
+    testing_fixtures::save_tiny_spm_llama(d);
     return d;
   }();
   return dir;

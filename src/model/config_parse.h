@@ -43,6 +43,9 @@ void parse_llama_common(const json& j, const std::string& o, ModelConfig& c, con
 
 // Qwen2 / Qwen2-MoE: use_sliding_window + sliding_window + max_window_layers.
 void parse_qwen_window(const json& j, const std::string& o, ModelConfig& c);
+// The Qwen2 graph's keys (defined in qwen2.cpp; Qwen2-MoE reads the same, its dense
+// intermediate_size optional).
+void parse_qwen2_common(const json& j, const std::string& o, ModelConfig& c, bool intermediate_required);
 
 // num_experts (under `experts_key`), num_experts_per_tok, router_aux_loss_coef, router_jitter_noise.
 void parse_moe_common(const json& j, const std::string& o, ModelConfig& c, const std::string& experts_key,

@@ -6,18 +6,20 @@
 #include "model/model.h"
 
 namespace mf {
-namespace {
-
-void parse_qwen2(const json& j, const std::string& o, ModelConfig& c) {
-  using namespace config_parse;
+void config_parse::parse_qwen2_common(const json& j, const std::string& o, ModelConfig& c, bool intermediate_required) {
   LlamaDefaults d;
   d.max_pos = 32768;
   d.bos = {};
   d.eos = {};
+  d.intermediate_required = intermediate_required;
   parse_llama_common(j, o, c, d);
   c.attention_bias = true;  // Qwen2 always has q/k/v biases, never an o_proj bias
   parse_qwen_window(j, o, c);
 }
+
+namespace {
+
+void parse_qwen2(const json& j, const std::string& o, ModelConfig& c) { config_parse::parse_qwen2_common(j, o, c, true); }
 
 }  // namespace
 

@@ -22,14 +22,7 @@ namespace {
 
 void parse_qwen2_moe(const json& j, const std::string& o, ModelConfig& c) {
   using namespace config_parse;
-  LlamaDefaults d;
-  d.max_pos = 32768;
-  d.bos = {};
-  d.eos = {};
-  d.intermediate_required = false;
-  parse_llama_common(j, o, c, d);
-  c.attention_bias = true;
-  parse_qwen_window(j, o, c);
+  parse_qwen2_common(j, o, c, /*intermediate_required=*/false);  // checked below, only if a layer is dense
   parse_moe_common(j, o, c, "num_experts", 4, 0.001);
   c.moe_intermediate_size = require_int(j, "moe_intermediate_size", o);
   check_positive(c.moe_intermediate_size, "moe_intermediate_size", o);
