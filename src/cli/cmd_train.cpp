@@ -1,22 +1,26 @@
-// moeforge train --recipe pretrain --config FILE: a Llama model of any size from a config,
-// trained from scratch on JSONL documents; moeforge train MODEL --recipe router --config FILE:
+// moeforge train --recipe pretrain --config FILE [--init MODEL]: a model of any family the
+// runtime has, from scratch or continued from a checkpoint, trained on JSONL documents (MoE
+// families with their auxiliary losses); moeforge train MODEL --recipe router --config FILE:
 // routers (+ LoRA) of an MoE model fine-tuned with experts frozen (docs/training.md).
 #include <iostream>
 
 #include "cli/commands.h"
 #include "model/config.h"
+#include "model/load.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/pretrain.h"
+#include "train/pretrain_model.h"
 #include "train/router_recipe.h"
 #include "util/error.h"
 #include "util/json.h"
 
 namespace mf::cli {
 
+
 void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
-    std::string model, recipe, config, output, json_out;
+    std::string model, recipe, config, output, json_out, init;
   };
   auto opts = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router)");
@@ -24,9 +28,11 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--recipe", opts->recipe, "Training recipe")->required()->check(CLI::IsMember({"pretrain", "router"}));
   cmd->add_option("--config", opts->config, "Recipe config file (JSON, docs/training.md)")->required();
   cmd->add_option("--output", opts->output, "Run directory (overrides training.output_dir)");
+  cmd->add_option("--init", opts->init, "pretrain: continue from this model directory (overrides training.init)");
   cmd->add_option("--json", opts->json_out, "Write the result record as JSON to this file");
   cmd->callback([opts, &globals]() {
     if (opts->recipe == "router") {
+      if (!opts->init.empty()) throw UsageError("--init belongs to the pretrain recipe (the router recipe takes MODEL)");
       RouterRecipeConfig cfg = load_router_config(opts->config);
       if (!opts->model.empty()) cfg.model_dir = opts->model;
       if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
@@ -46,22 +52,23 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
       std::cout << out.dump(2) << "\n";
       return;
     }
-    if (!opts->model.empty()) throw UsageError("the pretrain recipe takes no MODEL argument");
-    PretrainConfig cfg = load_pretrain_config(opts->config);
+    if (!opts->model.empty()) throw UsageError("the pretrain recipe takes no MODEL argument (continue from one with --init)");
+    PretrainConfig cfg = load_pretrain_config(opts->config, opts->init);
     if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
     cfg.trainer.progress = !globals.quiet;
-    const ModelConfig mcfg = parse_model_config(cfg.model, opts->config);
+    const ModelConfig mcfg = parse_model_config(cfg.model, cfg.init.empty() ? opts->config : cfg.init);
     auto tok = Tokenizer::load(cfg.tokenizer);
     if (tok->vocab_size() > mcfg.vocab_size)
       fail_file(opts->config, "model.vocab_size is smaller than the tokenizer's vocabulary");
     auto make_model = [&]() {
-      std::shared_ptr<Model> m = Model::create(mcfg);
-      m->init_random(cfg.trainer.seed);
-      PretrainModel pm;
-      pm.module = m;
-      pm.logits = [m](const at::Tensor& ids) { return m->forward(ids); };
-      pm.export_tensors = [m]() { return m->hf_tensors(); };
-      return pm;
+      std::shared_ptr<Model> m;
+      if (cfg.init.empty()) {
+        m = Model::create(mcfg);
+        m->init_random(cfg.trainer.seed);
+      } else {
+        m = load_model_with_overrides(cfg.init, {at::kFloat, at::kCPU}, cfg.model_overrides);
+      }
+      return pretrain_model_of(m);
     };
     PretrainTokenizer pt;
     pt.encode = [&tok](const std::vector<std::string>& texts) { return tok->encode_batch(texts, true); };

@@ -49,6 +49,8 @@ void add_convert_command(CLI::App& app, const GlobalOptions& globals);
 void add_quickstart_command(CLI::App& app, const GlobalOptions& globals);
 void add_profile_command(CLI::App& app, const GlobalOptions& globals);
 void add_split_command(CLI::App& app, const GlobalOptions& globals);
+void add_upcycle_command(CLI::App& app, const GlobalOptions& globals);
+void add_experts_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_info_command(app, globals);
@@ -63,6 +65,8 @@ inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_quickstart_command(app, globals);
   add_profile_command(app, globals);
   add_split_command(app, globals);
+  add_upcycle_command(app, globals);
+  add_experts_command(app, globals);
 }
 
 }  // namespace mf::cli

@@ -8,6 +8,7 @@
 #include "eval/template.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/yaml.h"
 
 namespace mf::eval {
 
@@ -45,35 +46,6 @@ TextOrIndex to_text_or_index(const json& v, bool digits_to_index, const char* wh
     return TextOrIndex::of(s);
   }
   fail(std::string(what) + " must give a string or an integer, got " + v.type_name());
-}
-
-// A YAML value as lm-eval's yaml.full_load gives it: plain scalars become integers, floats,
-// booleans or null when they read as such; quoted scalars stay strings.
-nlohmann::ordered_json yaml_to_json(const YAML::Node& n) {
-  using oj = nlohmann::ordered_json;
-  if (!n || n.IsNull()) return nullptr;
-  if (n.IsSequence()) {
-    oj out = oj::array();
-    for (const auto& e : n) out.push_back(yaml_to_json(e));
-    return out;
-  }
-  if (n.IsMap()) {
-    oj out = oj::object();
-    for (const auto& kv : n) out[kv.first.as<std::string>()] = yaml_to_json(kv.second);
-    return out;
-  }
-  const std::string s = n.as<std::string>();
-  if (n.Tag() == "!") return s;  // quoted
-  if (s == "true" || s == "True") return true;
-  if (s == "false" || s == "False") return false;
-  const std::string digits = !s.empty() && (s[0] == '-' || s[0] == '+') ? s.substr(1) : s;
-  if (is_digits(digits) && digits.size() < 18) return static_cast<int64_t>(std::stoll(s));
-  if (!s.empty() && s.find_first_not_of("0123456789.eE+-") == std::string::npos) {
-    char* end = nullptr;
-    const double d = std::strtod(s.c_str(), &end);
-    if (end == s.c_str() + s.size()) return d;
-  }
-  return s;
 }
 
 std::vector<std::string> to_string_list(const json& v) {

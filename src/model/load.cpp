@@ -1,6 +1,7 @@
 // Model::load: config.json -> typed config -> tensor validation -> weights in the requested
 // dtype on the requested device. Every mismatch is a one-line error naming file and tensor.
 #include "io/checkpoint.h"
+#include "model/load.h"
 #include "model/model.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -8,9 +9,16 @@
 namespace mf {
 
 std::shared_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
+  return load_model_with_overrides(dir, options, json::object());
+}
+
+std::shared_ptr<Model> load_model_with_overrides(const std::string& dir, const LoadOptions& options,
+                                                 const json& overrides) {
   Checkpoint ck = Checkpoint::open(dir);
   if (ck.config().empty()) fail_file(dir, "not a model directory: config.json is missing");
-  ModelConfig cfg = parse_model_config(ck.config(), ck.config_path());
+  json config = ck.config();
+  for (auto it = overrides.begin(); it != overrides.end(); ++it) config[it.key()] = it.value();
+  ModelConfig cfg = parse_model_config(config, ck.config_path());
 
   std::map<std::string, std::vector<int64_t>> present;
   std::map<std::string, std::string> file_of;

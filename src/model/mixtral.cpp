@@ -16,8 +16,8 @@ std::shared_ptr<MoeFFN> make_mixtral_ffn(const ModelConfig& cfg, int64_t l) {
   s.up_name = "w3";
   s.down_name = "w2";
   s.router.selection.gate = moe::GateMode::Renorm;
-  if (cfg.router_jitter_noise > 0) s.router.noise = {moe::NoiseKind::Jitter, cfg.router_jitter_noise};
-  s.aux = {MoeAuxLossConfig::Kind::LoadBalancing, cfg.router_aux_loss_coef};
+  s.aux.kind = MoeAuxLossConfig::Kind::LoadBalancing;
+  s.aux.coef = cfg.router_aux_loss_coef;
   return std::make_shared<MoeFFN>(s);
 }
 

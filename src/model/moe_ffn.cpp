@@ -1,5 +1,7 @@
 #include "model/moe_ffn.h"
 
+#include "model/config_parse.h"
+
 #include "moe/losses.h"
 #include "moe/lora_expert_bank.h"
 #include "moe/routers/selection.h"
@@ -30,6 +32,13 @@ MoeFfnSpec moe_ffn_spec(const ModelConfig& cfg, int64_t l) {
   s.router.num_experts = static_cast<int64_t>(s.widths.size());
   s.router.selection.k = cfg.num_experts_per_tok;
   s.router.selection.gate = cfg.norm_topk_prob ? moe::GateMode::Renorm : moe::GateMode::Prob;
+  // Training-time router jitter (Mixtral's router_jitter_noise; 0, the default, is off).
+  if (cfg.router_jitter_noise > 0) s.router.noise = {moe::NoiseKind::Jitter, cfg.router_jitter_noise};
+  // ST-MoE router z-loss under the HF (Switch) key; off unless a config sets it.
+  if (cfg.raw.is_object()) {
+    s.aux.z_coef = config_parse::get_num(cfg.raw, "router_z_loss_coef", 0.0, cfg.origin);
+    if (s.aux.z_coef < 0) fail_file(cfg.origin, "key 'router_z_loss_coef' must be >= 0");
+  }
   return s;
 }
 

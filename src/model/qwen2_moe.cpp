@@ -14,7 +14,8 @@ namespace mf {
 std::shared_ptr<MoeFFN> make_qwen2_moe_ffn(const ModelConfig& cfg, int64_t l) {
   MoeFfnSpec s = moe_ffn_spec(cfg, l);
   s.shared_inner = cfg.shared_expert_intermediate_size;
-  s.aux = {MoeAuxLossConfig::Kind::LoadBalancing, cfg.router_aux_loss_coef};
+  s.aux.kind = MoeAuxLossConfig::Kind::LoadBalancing;
+  s.aux.coef = cfg.router_aux_loss_coef;
   return std::make_shared<MoeFFN>(s);
 }
 

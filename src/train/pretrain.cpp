@@ -3,6 +3,7 @@
 #include <map>
 #include <unordered_set>
 
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "train/recipe_config.h"
 #include "util/error.h"
@@ -21,27 +22,17 @@ const std::unordered_set<std::string>& known_training_keys() {
   static const std::unordered_set<std::string> keys = {
       "seq_len", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "max_steps", "weight_decay",
       "betas", "eps", "clip", "bf16", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "seed",
-      "train_data", "validation_data", "tokenizer", "output_dir", "no_decay_names"};
+      "train_data", "validation_data", "tokenizer", "output_dir", "no_decay_names", "init"};
   return keys;
 }
 
 }  // namespace
 
-PretrainConfig load_pretrain_config(const std::string& path) {
-  json root = read_json_file(path);
-  if (!root.is_object()) fail_file(path, "expected a JSON object with 'model' and 'training'");
-  PretrainConfig c;
-  c.path = path;
-  const std::string base = parent_dir(path).empty() ? "." : parent_dir(path);
-  if (!root.contains("model") || !root["model"].is_object()) fail_file(path, "missing object 'model'");
-  if (!root.contains("training") || !root["training"].is_object()) fail_file(path, "missing object 'training'");
-  json m = root["model"];
-  const json& t = root["training"];
-  for (auto it = t.begin(); it != t.end(); ++it)
-    if (!known_training_keys().count(it.key())) fail_file(path, "unknown key 'training." + it.key() + "'");
+namespace {
 
-  // Model: required sizes, Llama defaults as HF's LlamaConfig has them.
-  const std::string mo = path;
+// A Llama model from scratch: required sizes, the defaults HF's LlamaConfig has.
+void fill_llama_defaults(json& m, const std::string& path) {
+  const std::string& mo = path;
   auto positive = [&](const char* key) {
     int64_t v = json_get<int64_t>(m, key, mo);
     if (v <= 0) fail_file(path, cat("model.", key, " must be positive"));
@@ -65,13 +56,48 @@ PretrainConfig load_pretrain_config(const std::string& path) {
   if (!m.contains("model_type")) m["model_type"] = "llama";
   if (!m.contains("architectures")) m["architectures"] = json::array({"LlamaForCausalLM"});
   if (!m.contains("hidden_act")) m["hidden_act"] = "silu";
+}
+
+}  // namespace
+
+PretrainConfig load_pretrain_config(const std::string& path, const std::string& init_override) {
+  json root = read_json_file(path);
+  if (!root.is_object()) fail_file(path, "expected a JSON object with 'model' and 'training'");
+  PretrainConfig c;
+  c.path = path;
+  const std::string base = parent_dir(path).empty() ? "." : parent_dir(path);
+  if (!root.contains("training") || !root["training"].is_object()) fail_file(path, "missing object 'training'");
+  const json& t = root["training"];
+  for (auto it = t.begin(); it != t.end(); ++it)
+    if (!known_training_keys().count(it.key())) fail_file(path, "unknown key 'training." + it.key() + "'");
+  if (!init_override.empty()) c.init = init_override;
+  else if (t.contains("init")) c.init = resolve_config_path(base, json_get<std::string>(t, "init", path));
+  if (root.contains("model") && !root["model"].is_object()) fail_file(path, "'model' must be an object");
+
+  // The model: from scratch (the "model" section, any model_type; Llama when none is named),
+  // or an existing checkpoint whose config.json keys the "model" section overrides.
+  json m;
+  if (!c.init.empty()) {
+    const std::string init_cfg = path_join(c.init, "config.json");
+    if (!path_exists(init_cfg)) fail_file(c.init, "not a model directory: config.json is missing");
+    m = read_json_file(init_cfg);
+    if (root.contains("model")) {
+      c.model_overrides = root["model"];
+      for (auto it = c.model_overrides.begin(); it != c.model_overrides.end(); ++it) m[it.key()] = it.value();
+    }
+  } else {
+    if (!root.contains("model")) fail_file(path, "missing object 'model' (or training.init / --init)");
+    m = root["model"];
+    if (!m.contains("model_type") || m["model_type"] == "llama") fill_llama_defaults(m, path);
+  }
 
   // Training.
   c.seq_len = json_get<int64_t>(t, "seq_len", path);
   if (c.seq_len <= 0) fail_file(path, "training.seq_len must be positive");
-  if (!m.contains("max_position_embeddings")) m["max_position_embeddings"] = c.seq_len;
-  if (json_get<int64_t>(m, "max_position_embeddings", mo) < c.seq_len)
-    fail_file(path, "training.seq_len exceeds model.max_position_embeddings");
+  const char* max_pos = m.contains("n_positions") ? "n_positions" : "max_position_embeddings";
+  if (!m.contains(max_pos)) m[max_pos] = c.seq_len;
+  if (json_get<int64_t>(m, max_pos, path) < c.seq_len)
+    fail_file(path, std::string("training.seq_len exceeds model.") + max_pos);
   c.model = m;
 
   TrainerOptions& o = c.trainer;
@@ -90,7 +116,9 @@ PretrainConfig load_pretrain_config(const std::string& path) {
   for (const auto& f : config_string_list(t, "train_data", "training", path)) c.train_files.push_back(resolve_config_path(base, f));
   if (t.contains("validation_data"))
     for (const auto& f : config_string_list(t, "validation_data", "training", path)) c.validation_files.push_back(resolve_config_path(base, f));
-  c.tokenizer = resolve_config_path(base, json_get<std::string>(t, "tokenizer", path));
+  if (t.contains("tokenizer")) c.tokenizer = resolve_config_path(base, json_get<std::string>(t, "tokenizer", path));
+  else if (!c.init.empty()) c.tokenizer = c.init;
+  else fail_file(path, "missing key 'training.tokenizer'");
   o.out_dir = resolve_config_path(base, json_get_or<std::string>(t, "output_dir", "", path));
   return c;
 }
@@ -141,7 +169,11 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
     at::Tensor inputs = windows.slice(1, 0, windows.size(1) - 1);
     return next_token_loss(model.logits(inputs), windows);
   };
-  TrainResult result = train_loop(*model.module, loss_fn, train, validation, opt);
+  TrainerOptions options = opt;
+  for (const auto& term : model.loss_terms) options.loss_terms.push_back(term);
+  if (model.step_metrics) options.step_metrics = model.step_metrics;
+  if (model.after_step) options.after_step = [&model](int64_t) { model.after_step(); };
+  TrainResult result = train_loop(*model.module, loss_fn, train, validation, options);
   if (opt.stop_after_step >= 0 && result.steps < opt.max_steps) return result;
 
   // The final model directory, HF layout.
@@ -160,13 +192,16 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
       if (seen.insert(item.value().unsafeGetTensorImpl()).second) tensors.emplace_back(item.key(), item.value());
   }
   save_safetensors(path_join(dir.path(), "model.safetensors"), tensors);
+  // Tokenizer files only: with --init the tokenizer directory is a model directory, whose
+  // config.json, weights and model card must not replace the ones just written.
   if (!tokenizer.files_dir.empty())
-    for (const auto& name : list_dir(tokenizer.files_dir)) {
+    for (const auto& name : auxiliary_model_files()) {
       const std::string from = path_join(tokenizer.files_dir, name);
-      if (!is_directory(from)) copy_file(from, path_join(dir.path(), name));
+      if (name != "README.md" && path_exists(from) && !is_directory(from)) copy_file(from, path_join(dir.path(), name));
     }
   json record = {{"recipe", "pretrain"},
                  {"config", config.path},
+                 {"init", config.init.empty() ? json(nullptr) : json(config.init)},
                  {"steps", result.steps},
                  {"final_loss", result.last_loss},
                  {"tokens_per_s", result.tokens_per_s},

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,18 +19,21 @@ namespace mf {
 
 struct PretrainConfig {
   std::string path;  // the config file (errors name it)
-  // The "model" section with defaults filled in (num_key_value_heads, rope_theta,
-  // rms_norm_eps, tie_word_embeddings, max_position_embeddings, model_type, architectures):
-  // ready to be parsed as a Llama config.json and written as the final config.json.
+  // The config.json of the model trained and written as final/config.json: the "model" section
+  // (any model_type; without one a Llama, with HF LlamaConfig's defaults filled in), or with
+  // `init` the checkpoint's config.json with the "model" section's keys replacing its own.
   json model;
+  std::string init;              // checkpoint to continue from ("" = from scratch)
+  json model_overrides = json::object();  // with init: the "model" section
   int64_t seq_len = 256;
   std::vector<std::string> train_files, validation_files;  // absolute or relative to the config
   std::string tokenizer;                                   // tokenizer directory
   TrainerOptions trainer;  // trainer.out_dir from training.output_dir (may be empty: --output)
 };
 
-// Reads and validates a pretrain config; one-line "<path>: <what>" errors.
-PretrainConfig load_pretrain_config(const std::string& path);
+// Reads and validates a pretrain config; one-line "<path>: <what>" errors. `init` (e.g. from
+// --init) replaces training.init.
+PretrainConfig load_pretrain_config(const std::string& path, const std::string& init = "");
 
 // What the recipe needs of a model: the module (parameters, train/eval mode) and its forward
 // pass from input ids [B, T] (int64) to logits [B, T, vocab].
@@ -39,6 +43,11 @@ struct PretrainModel {
   // Named tensors written to the final model.safetensors (HF names). Default: the module's
   // parameters, tensors shared under several names (tied embeddings) written once.
   std::function<std::vector<std::pair<std::string, at::Tensor>>()> export_tensors;
+  // Extra loss terms (MoE auxiliary losses), metrics for each step's line (MoE telemetry) and a
+  // call after each optimizer step: added to the trainer's options.
+  std::vector<LossTerm> loss_terms;
+  std::function<std::map<std::string, double>()> step_metrics;
+  std::function<void()> after_step;
 };
 
 struct PretrainTokenizer {

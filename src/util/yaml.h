@@ -1,0 +1,19 @@
+// YAML documents as JSON values (yaml-cpp underneath), so configs written in YAML (lm-eval task
+// files, mergekit-moe configs) are read with the same JSON helpers as config.json.
+#pragma once
+#include <yaml-cpp/yaml.h>
+
+#include <string>
+
+#include "util/json.h"
+
+namespace mf {
+
+// A YAML value as Python's yaml.full_load gives it: plain scalars become integers, floats,
+// booleans or null when they read as such; quoted scalars stay strings. Mapping order is kept.
+nlohmann::ordered_json yaml_to_json(const YAML::Node& n);
+
+// The single YAML document of a file as JSON; mf::Error "<path>: <what>" on a syntax error.
+nlohmann::ordered_json read_yaml_file(const std::string& path);
+
+}  // namespace mf
