@@ -6,7 +6,11 @@
 // to nothing.
 #if __has_include("model/model.h")
 #include <benchmark/benchmark.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
+#include <memory>
 
 #include "model/config.h"
 #include "model/model.h"
@@ -110,7 +114,13 @@ double pretrain_tokens_per_s(const mf::json& config) {
   o.loss_terms = pm.loss_terms;
   mf::remove_all(o.out_dir);
   auto loss = [&](const at::Tensor& w) { return mf::next_token_loss(pm.logits(w.slice(1, 0, seq)), w); };
+  // MOEFORGE_PROFILE_TRACE=FILE: a chrome trace of the MoE runs (libtorch's legacy profiler),
+  // to see which ops a training step spends its time in.
+  const char* trace = std::getenv("MOEFORGE_PROFILE_TRACE");
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+  if (trace && cfg.is_moe()) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(trace));
   const double r = mf::train_loop(*model, loss, data, {}, o).tokens_per_s;
+  profile.reset();
   mf::remove_all(o.out_dir);
   return r;
 }

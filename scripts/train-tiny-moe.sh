@@ -12,7 +12,7 @@
 #           expert down-projections at half scale (the shared one is gated by sigmoid ≈ 0.5 at first); configs/pretrain-tiny-qwen-moe.json -> models/tiny-qwen-moe
 # dense:    models/tiny trained on the same tokens with the same schedule (the equal-token baseline;
 #           runs/tiny-moe/dense/final, not bundled)
-# Each model is then evaluated on tasks/reference-corpus.yaml and its experts measured with
+# Each MoE model is then evaluated on tasks/reference-corpus.yaml and its experts measured with
 # `moeforge experts` on the validation split. Runs resume from their newest checkpoint.
 set -euo pipefail
 
@@ -32,11 +32,10 @@ finish() {  # finish NAME RUN_DIR OUT_DIR
   "$bin" convert "$run/final" --out "$out" --dtype bf16
   cp "$run/final/train_record.json" "$out/train_record.json"
   cp "$run/metrics.jsonl" "$out/metrics.jsonl"
+  [ "$name" = dense ] && return 0  # the baseline is compared by validation loss only
   "$bin" eval "$out" --include tasks/reference-corpus.yaml --data-dir data/corpus --tasks "$tasks" \
     --output "$out/eval_results.json"
-  if [ "$name" != dense ]; then
-    "$bin" experts "$out" --data data/corpus/validation.jsonl --max-tokens 65536 --json "$out/expert_stats.json"
-  fi
+  "$bin" experts "$out" --data data/corpus/validation.jsonl --max-tokens 65536 --json "$out/expert_stats.json"
 }
 
 if [ "$what" = mixtral ] || [ "$what" = all ]; then

@@ -58,7 +58,8 @@ at::Tensor LoraExpertBankImpl::hidden_from(int64_t e, at::Tensor pre, const at::
   const LoraExpertDeltas& d = deltas_[e];
   const int64_t f = widths_[e];
   if (!gated_) return expert_hidden_from_preact(d.gate.defined() ? pre + delta(d.gate, x) : pre, f, false, act_);
-  at::Tensor g = pre.narrow(1, 0, f), u = pre.narrow(1, f, f);
+  const std::vector<at::Tensor> gu = pre.split(f, 1);  // one cat in the backward (see expert_bank.cpp)
+  at::Tensor g = gu[0], u = gu[1];
   if (d.gate.defined()) g = g + delta(d.gate, x);
   if (d.up.defined()) u = u + delta(d.up, x);
   return expert_hidden_from_preact(at::cat({g, u}, 1), f, true, act_);
@@ -81,12 +82,14 @@ at::Tensor LoraExpertBankImpl::forward_rows(const at::Tensor& x, const RoutingPl
   const at::Tensor xd = x.to(dtype());
   const at::Tensor pre = gather_rows(at::linear(xd, base_->w_in(0), base_->b_in(0)), p);
   const at::Tensor xs = gather_rows(xd, p);
+  // Split once for all experts (not a narrow per expert: see rows_per_expert in expert_bank.cpp).
+  const std::vector<at::Tensor> pre_e = pre.split_with_sizes(p.counts, 0), xs_e = xs.split_with_sizes(p.counts, 0);
   std::vector<at::Tensor> outs;
   for (int64_t e = 0; e < num_experts(); ++e) {
     if (p.counts[e] == 0) continue;
     const int64_t o = p.offsets[e], n = p.counts[e];
     const at::Tensor tokens = cb ? p.row_token.narrow(0, o, n) : at::Tensor();
-    at::Tensor h = hidden_from(e, pre.narrow(0, o, n), xs.narrow(0, o, n));
+    at::Tensor h = hidden_from(e, pre_e[static_cast<size_t>(e)], xs_e[static_cast<size_t>(e)]);
     if (cb && cb->expert_hidden) h = cb->expert_hidden(e, h, tokens);
     at::Tensor y = forward_output(e, h);
     if (cb && cb->expert_output) y = cb->expert_output(e, y, tokens);
