@@ -24,13 +24,6 @@ MetricSpec default_metric_spec(const std::string& name) {
 
 namespace {
 
-bool is_digits(const std::string& s) {
-  if (s.empty()) return false;
-  for (char c : s)
-    if (c < '0' || c > '9') return false;
-  return true;
-}
-
 // lm-eval: a template string naming a document field returns that field.
 json eval_template_or_field(const std::string& t, const json& doc) {
   if (doc.is_object() && doc.contains(t)) return doc.at(t);

@@ -7,16 +7,12 @@
 
 namespace mf {
 
-namespace {
-
 bool is_digits(const std::string& s) {
   if (s.empty()) return false;
   for (char c : s)
     if (c < '0' || c > '9') return false;
   return true;
 }
-
-}  // namespace
 
 nlohmann::ordered_json yaml_to_json(const YAML::Node& n) {
   using oj = nlohmann::ordered_json;

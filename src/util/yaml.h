@@ -9,6 +9,10 @@
 
 namespace mf {
 
+// Whether s is a non-empty run of ASCII digits (how YAML plain scalars and lm-eval's
+// doc_to_target strings are told apart from text).
+bool is_digits(const std::string& s);
+
 // A YAML value as Python's yaml.full_load gives it: plain scalars become integers, floats,
 // booleans or null when they read as such; quoted scalars stay strings. Mapping order is kept.
 nlohmann::ordered_json yaml_to_json(const YAML::Node& n);
