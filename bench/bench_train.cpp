@@ -114,11 +114,13 @@ double pretrain_tokens_per_s(const mf::json& config) {
   o.loss_terms = pm.loss_terms;
   mf::remove_all(o.out_dir);
   auto loss = [&](const at::Tensor& w) { return mf::next_token_loss(pm.logits(w.slice(1, 0, seq)), w); };
-  // MOEFORGE_PROFILE_TRACE=FILE: a chrome trace of the MoE runs (libtorch's legacy profiler),
-  // to see which ops a training step spends its time in.
+  // MOEFORGE_PROFILE_TRACE=PREFIX: chrome traces PREFIX.moe.json and PREFIX.dense.json of the
+  // runs (libtorch's legacy profiler), to see which ops a training step spends its time in.
   const char* trace = std::getenv("MOEFORGE_PROFILE_TRACE");
   std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
-  if (trace && cfg.is_moe()) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(trace));
+  if (trace)
+    profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(trace) +
+                                                                         (cfg.is_moe() ? ".moe.json" : ".dense.json"));
   const double r = mf::train_loop(*model, loss, data, {}, o).tokens_per_s;
   profile.reset();
   mf::remove_all(o.out_dir);

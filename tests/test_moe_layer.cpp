@@ -9,6 +9,7 @@
 #include "moe/expert_bank.h"
 #include "moe/kernels.h"
 #include "moe/moe_layer.h"
+#include "moe/plan_padding.h"
 #include "util/compat.h"
 #include "moe/routers/avgk_router.h"
 #include "moe/routers/linear_router.h"
@@ -350,4 +351,44 @@ TEST(MoeLayer, ExpertParallelGroupedPathMatchesSerial) {
     ref = layer->forward(x);
   }
   EXPECT_LT((parallel - ref).abs().max().item<float>(), 1e-5);
+}
+
+TEST(MoeLayer, PaddedTrainingBlocksEqualUnpaddedForwardAndGradients) {
+  // Bucket sizes by hand: multiples of max(8, 2^floor(log2 n) / 8).
+  EXPECT_EQ(padded_block_rows(0), 0);
+  EXPECT_EQ(padded_block_rows(1), 8);
+  EXPECT_EQ(padded_block_rows(9), 16);
+  EXPECT_EQ(padded_block_rows(100), 104);   // octave 64 -> multiple 8
+  EXPECT_EQ(padded_block_rows(256), 256);
+  EXPECT_EQ(padded_block_rows(257), 288);   // octave 256 -> multiple 32
+  EXPECT_EQ(padded_block_rows(1000), 1024); // octave 512 -> multiple 64
+  // The training path pads expert blocks; a per-expert observer forces the unpadded path.
+  // Same output, same gradients for input, router, experts and shared-expert gate.
+  torch::manual_seed(21);
+  const int64_t d = 16, E = 6, T = 37;
+  at::Tensor gate = at::randn({E, 8, d}) * 0.3, up = at::randn({E, 8, d}) * 0.3, down = at::randn({E, d, 8}) * 0.3;
+  SelectionConfig sel;
+  sel.k = 2;
+  MoELayer layer(expert_bank_from_stacked(gate, up, down), LinearRouter(d, E, sel).ptr());
+  layer->set_shared_expert(expert_bank_from_stacked(at::randn({1, 8, d}) * 0.3, at::randn({1, 8, d}) * 0.3,
+                                                    at::randn({1, d, 8}) * 0.3),
+                           at::randn({1, d}) * 0.3);
+  layer->train();
+  const at::Tensor x0 = at::randn({T, d}), dy = at::randn({T, d});
+  MoECallbacks observe;
+  observe.expert_output = [](int64_t, const at::Tensor& y, const at::Tensor&) { return y; };
+  std::vector<at::Tensor> outs, grads;
+  for (const MoECallbacks* cb : std::vector<const MoECallbacks*>{nullptr, &observe}) {
+    layer->zero_grad();
+    at::Tensor x = x0.clone().set_requires_grad(true);
+    at::Tensor y = layer->forward_full(x, cb).y;
+    (y * dy).sum().backward();
+    outs.push_back(y.detach());
+    grads.push_back(x.grad());
+    for (const auto& p : layer->parameters()) grads.push_back(p.grad().defined() ? p.grad().clone() : at::zeros({1}));
+  }
+  EXPECT_TRUE(at::allclose(outs[0], outs[1], 1e-6, 1e-6)) << (outs[0] - outs[1]).abs().max().item<float>();
+  const size_t n = grads.size() / 2;
+  for (size_t i = 0; i < n; ++i)
+    EXPECT_TRUE(at::allclose(grads[i], grads[n + i], 1e-5, 1e-6)) << "gradient " << i;
 }

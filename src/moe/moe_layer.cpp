@@ -8,6 +8,7 @@
 
 #include "moe/autograd.h"
 #include "moe/kernels.h"
+#include "moe/plan_padding.h"
 #include "util/compat.h"
 #include "util/error.h"
 #include "util/str.h"
@@ -100,6 +101,13 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
 }
 
 at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o, const MoECallbacks* cb) {
+  if (!cb && experts_->as_dense()) {
+    // Training a dense bank: expert blocks padded to recurring row counts (moe/plan_padding.h).
+    const RoutingPlan padded = pad_expert_blocks(o.plan);
+    const at::Tensor ys = experts_->forward_rows(x, padded, nullptr);
+    const at::Tensor g = at::constant_pad_nd(o.route.gates.reshape({-1}), {0, 1}).index_select(0, padded.row_slot);
+    return combine(ys, g, padded, x.scalar_type());
+  }
   const RoutingPlan& p = o.plan;
   const at::Tensor ys = experts_->forward_rows(x, p, cb);
   const at::Tensor g = o.route.gates.reshape({-1}).index_select(0, p.row_slot);

@@ -203,3 +203,50 @@ std::pair<at::Tensor, at::Tensor> combine_rows_backward(const at::Tensor& dy_in,
 }
 
 }  // namespace mf::moe
+
+// --- padded expert blocks (moe/plan_padding.h) ----------------------------------------------
+
+namespace mf::moe {
+
+int64_t padded_block_rows(int64_t n) {
+  if (n <= 0) return 0;
+  int64_t octave = 1;
+  while (octave * 2 <= n) octave *= 2;
+  const int64_t multiple = std::max<int64_t>(8, octave / 8);
+  return (n + multiple - 1) / multiple * multiple;
+}
+
+RoutingPlan pad_expert_blocks(const RoutingPlan& p) {
+  RoutingPlan q = p;
+  const int64_t E = static_cast<int64_t>(p.counts.size());
+  q.offsets.assign(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e) {
+    q.counts[e] = padded_block_rows(p.counts[e]);
+    q.offsets[e + 1] = q.offsets[e] + q.counts[e];
+  }
+  const int64_t N = q.offsets[E];
+  q.row_token = at::empty({N}, at::kLong);
+  q.row_slot = at::empty({N}, at::kLong);
+  q.slot_row = p.slot_row.clone();
+  const int64_t* rt = p.row_token.data_ptr<int64_t>();
+  const int64_t* rs = p.row_slot.data_ptr<int64_t>();
+  int64_t* qt = q.row_token.data_ptr<int64_t>();
+  int64_t* qs = q.row_slot.data_ptr<int64_t>();
+  int64_t* sr = q.slot_row.data_ptr<int64_t>();
+  const int64_t no_slot = p.tokens * p.slots;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t src = p.offsets[e], dst = q.offsets[e], n = p.counts[e];
+    for (int64_t i = 0; i < n; ++i) {
+      qt[dst + i] = rt[src + i];
+      qs[dst + i] = rs[src + i];
+      sr[rs[src + i]] = dst + i;
+    }
+    for (int64_t i = n; i < q.counts[e]; ++i) {
+      qt[dst + i] = rt[src];
+      qs[dst + i] = no_slot;
+    }
+  }
+  return q;
+}
+
+}  // namespace mf::moe

@@ -18,11 +18,12 @@ namespace {
 // glibc serves blocks above its mmap threshold (128 KiB, growing to at most 32 MiB) with mmap and
 // unmaps them on free, so the [tokens x width] temporaries every training step and long forward
 // allocates came back as fresh pages to fault in and zero: about a quarter of an MoE
-// pretraining step was spent in the kernel (perf). Blocks up to 1 GiB now stay on the heap for
-// reuse and the heap is not trimmed. Dense pretraining +50 % and MoE +23 % tokens/s
-// (docs/benchmarks.md); the cost is that the process keeps its peak heap until it exits.
+// pretraining step was spent in the kernel (perf). All blocks now come from the heap for reuse
+// (mmap off: glibc refuses thresholds above 32 MiB, and a [2048 x 8192] fp32 logits gradient
+// is 64 MiB) and the heap is not trimmed (docs/benchmarks.md); the cost is that the process
+// keeps its peak heap until it exits.
 void keep_large_blocks() {
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, INT_MAX);
 }
 
