@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "train/peft.h"
 #include "util/error.h"
+#include "util/fs_checks.h"
 #include "util/log.h"
 #include "util/str.h"
 
@@ -29,6 +30,7 @@ void add_convert_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--merge-adapter", a->adapter,
                   "PEFT LoRA adapter directory to merge into the weights (in fp32) before writing");
   cmd->callback([a]() {
+    refuse_non_directory_output(a->out);  // before the work: a user's file there is never replaced
     const at::ScalarType dtype = parse_dtype(a->dtype);
     SaveOptions options;
     options.max_shard_bytes = parse_size(a->shard_size);

@@ -7,6 +7,7 @@
 #include "profile/profile.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/fs_checks.h"
 #include "util/json.h"
 #include "util/rng.h"
 
@@ -46,6 +47,7 @@ void add_profile_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_flag("--json", o->json_out, "print the profile.json record");
   cmd->add_option("--output", o->output, "also write the profile.json record to this file");
   cmd->callback([o]() {
+    refuse_non_directory_output(o->p.out_dir);  // before the work: a user's file there is never replaced
     seed_torch(o->p.seed);
     LoadOptions lo{parse_dtype(o->dtype), parse_device(o->device)};
     auto model = Model::load(o->model, lo);

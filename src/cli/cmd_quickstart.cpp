@@ -70,11 +70,11 @@ double activated_ffn_fraction(const std::string& model_dir, const std::vector<st
 
 std::vector<std::string> first_texts(const std::string& jsonl, size_t n) {
   std::vector<std::string> out;
-  for (const auto& line : split(read_file(jsonl), '\n')) {
-    if (trim(line).empty()) continue;
-    out.push_back(json::parse(line).at("text").get<std::string>());
-    if (out.size() == n) break;
-  }
+  // Through the checked reader: errors name the file and line, deep nesting and 1e400 included.
+  for_each_jsonl_object(jsonl, [&](const json& doc, int64_t line) {
+    out.push_back(json_get<std::string>(doc, "text", jsonl + ":" + std::to_string(line)));
+    return out.size() < n;
+  });
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "util/error.h"
+#include "util/fs_checks.h"
 #include "util/json.h"
 
 namespace mf::eval {
@@ -11,6 +12,7 @@ std::vector<Doc> load_jsonl(const std::string& path, int64_t limit) {
   std::vector<Doc> docs;
   if (limit == 0) return docs;
   // The lines are kept (Doc::raw): lm-eval's doc_hash depends on the file's key order.
+  require_regular_file(path);  // a FIFO would block the open
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_file(path, "cannot open file");
   std::string line;

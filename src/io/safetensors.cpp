@@ -62,6 +62,53 @@ float decode_e5m2(uint8_t v) {
   return sign ? -out : out;
 }
 
+// A header is {name: {dtype, shape: [..], data_offsets: [..]}, __metadata__: {..}}: depth 3.
+constexpr int kMaxHeaderDepth = 64;
+
+// SAX pass over a header: collects the top-level keys and stops at a syntax error or at nesting
+// deeper than kMaxHeaderDepth (nlohmann's parser is iterative, but its values are copied and
+// destroyed recursively). Linear in the header size.
+class HeaderScan : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  std::vector<std::string> top_keys;
+  bool too_deep = false;
+  std::string error;  // the parser's message when it stopped at a syntax error
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return enter(); }
+  bool key(string_t& k) override {
+    if (depth_ == 1) top_keys.push_back(k);
+    return true;
+  }
+  bool end_object() override { return leave(); }
+  bool start_array(std::size_t) override { return enter(); }
+  bool end_array() override { return leave(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
+    error = e.what();
+    return false;
+  }
+
+ private:
+  bool enter() {
+    if (++depth_ > kMaxHeaderDepth) {
+      too_deep = true;
+      return false;
+    }
+    return true;
+  }
+  bool leave() {
+    --depth_;
+    return true;
+  }
+  int depth_ = 0;
+};
+
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -126,22 +173,28 @@ void parse_safetensors_header(const std::string& header_json, uint64_t data_size
                               std::vector<StTensorInfo>& tensors, std::map<std::string, std::string>& metadata) {
   tensors.clear();
   metadata.clear();
-  // Duplicate top-level keys are forbidden; nlohmann would silently keep the last one.
-  std::vector<std::string> top_keys;
-  nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
-                                                   nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::key && depth == 1) top_keys.push_back(parsed.get<std::string>());
-    return true;
-  };
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(header_json, on_event);
-  } catch (const nlohmann::json::exception& e) {
-    std::string what = e.what();
+  auto invalid_json = [&](const std::string& what) {
     auto pos = what.find("] ");
     fail_file(origin, "header is not valid JSON: " + one_line(pos == std::string::npos ? what : what.substr(pos + 2)));
+  };
+  // First pass (SAX, linear): syntax, nesting depth and the top-level keys. Duplicate keys are
+  // forbidden and nlohmann would silently keep the last one. (Not a parser callback: nlohmann's
+  // callback parser rescans the enclosing object after every nested object, quadratic in the
+  // number of tensors.)
+  HeaderScan scan;
+  if (!nlohmann::json::sax_parse(header_json, &scan)) {
+    if (scan.too_deep) fail_file(origin, cat("header nests deeper than ", kMaxHeaderDepth, " levels"));
+    invalid_json(scan.error);
+  }
+  // Second pass: the value itself, of a text now known to be valid and shallow.
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(header_json);
+  } catch (const nlohmann::json::exception& e) {
+    invalid_json(e.what());
   }
   if (!header.is_object()) fail_file(origin, "header is not a JSON object");
+  std::vector<std::string>& top_keys = scan.top_keys;
   std::sort(top_keys.begin(), top_keys.end());
   auto dup = std::adjacent_find(top_keys.begin(), top_keys.end());
   if (dup != top_keys.end()) fail_file(origin, "duplicate tensor name '" + *dup + "' in header");
@@ -210,12 +263,17 @@ void parse_safetensors_header(const std::string& header_json, uint64_t data_size
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   if (is_directory(path)) fail_file(path, "is a directory, expected a .safetensors file");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below); no effect on files.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail_file(path, errno == ENOENT ? "no such file" : std::string("cannot open: ") + std::strerror(errno));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     fail_file(path, "cannot stat");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail_file(path, "not a regular file");
   }
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;

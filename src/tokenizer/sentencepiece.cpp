@@ -8,6 +8,7 @@
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/fs_checks.h"
 #include "util/str.h"
 
 #ifndef MOEFORGE_SPM_SHIM_BUILD_PATH
@@ -110,6 +111,7 @@ std::unique_ptr<SpmTokenizer> SpmTokenizer::from_file(const std::string& path, c
   std::string error;
   const Api* api = load_api(error);
   if (!api) fail_file(path, error);
+  require_regular_file(path);  // a FIFO would block SentencePiece's open
   std::unique_ptr<SpmTokenizer> t(new SpmTokenizer());
   t->api_ = api;
   char err[512] = {0};

@@ -14,6 +14,8 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/fs_checks.h"
+#include "util/str.h"
 
 namespace fs = std::filesystem;
 
@@ -50,8 +52,20 @@ std::string parent_dir(const std::string& path) {
 }
 std::string base_name(const std::string& path) { return fs::path(path).filename().string(); }
 
+void require_regular_file(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) fail_file(path, "no such file");
+    fail_file(path, "cannot stat: " + errno_text());
+  }
+  if (S_ISDIR(st.st_mode)) fail_file(path, "is a directory, expected a file");
+  // Streams named as such are the user's deliberate choice (`--text <(zcat x.gz)`, /dev/stdin).
+  const bool named_stream = starts_with(path, "/dev/fd/") || starts_with(path, "/proc/self/fd/") || path == "/dev/stdin";
+  if (!S_ISREG(st.st_mode) && !named_stream) fail_file(path, "not a regular file");
+}
+
 std::string read_file(const std::string& path) {
-  if (is_directory(path)) fail_file(path, "is a directory, expected a file");
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_file(path, path_exists(path) ? "cannot open for reading" : "no such file");
   std::ostringstream ss;
@@ -105,8 +119,20 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   f.commit();
 }
 
+// A file, FIFO or device the user has at an output path is never renamed away or deleted.
+// Symbolic links are followed, as the user sees them: a link to a directory is replaced by the
+// new output, its target left alone.
+void refuse_non_directory_output(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  struct stat st;
+  if (::stat(p.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    fail_file(p, "exists and is not a directory (not overwritten)");
+}
+
 AtomicDir::AtomicDir(std::string path) : final_(std::move(path)) {
   while (!final_.empty() && final_.size() > 1 && final_.back() == '/') final_.pop_back();
+  refuse_non_directory_output(final_);
   std::string parent = parent_dir(final_);
   if (!is_directory(parent)) make_dirs(parent);
   temp_ = final_ + unique_suffix();
@@ -120,6 +146,7 @@ AtomicDir::~AtomicDir() {
 }
 
 void AtomicDir::commit() {
+  refuse_non_directory_output(final_);  // again: something may have appeared there meanwhile
   std::error_code ec;
   std::string old;
   if (fs::exists(final_, ec)) {

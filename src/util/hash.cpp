@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/fs_checks.h"
 
 namespace mf {
 
@@ -85,6 +86,7 @@ std::string sha256_hex(const std::string& bytes) {
 }
 
 std::string sha256_file(const std::string& path) {
+  require_regular_file(path);  // a FIFO would block the open
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) fail_file(path, std::string("cannot open: ") + std::strerror(errno));
   Sha256 h;

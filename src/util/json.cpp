@@ -4,13 +4,48 @@
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/fs_checks.h"
+#include "util/str.h"
 
 namespace mf {
 
+namespace {
+
+// Deeper JSON is refused before it is parsed: nlohmann's parser is iterative, but copying and
+// destroying a value recurse once per level (a crash at a few hundred thousand levels). No
+// configuration, tokenizer or data line comes anywhere near this.
+constexpr int64_t kMaxJsonDepth = 1000;
+
+// Whether brackets nest deeper than kMaxJsonDepth outside strings. One linear pass; for valid JSON
+// this is exactly the nesting depth, and for invalid JSON the parser stops at the first error,
+// before it has built anything deeper than this count.
+bool nested_too_deep(const std::string& text) {
+  int64_t depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 json parse_json(const std::string& text, const std::string& origin) {
+  if (nested_too_deep(text)) fail_file(origin, cat("invalid JSON: nested deeper than ", kMaxJsonDepth, " levels"));
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Syntax errors, and out_of_range for numbers such as 1e400 ("number overflow parsing '1e400'").
     std::string what = e.what();
     // nlohmann prefixes "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
     auto pos = what.find("] ");
@@ -21,6 +56,7 @@ json parse_json(const std::string& text, const std::string& origin) {
 json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
 
 void for_each_jsonl_object(const std::string& path, const std::function<bool(const json&, int64_t)>& fn) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_file(path, "cannot open file");
   std::string line;

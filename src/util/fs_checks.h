@@ -1,0 +1,22 @@
+// Checks on paths before they are opened or written. (A separate header, not util/fs.h: that one
+// is included almost everywhere.)
+#pragma once
+#include <string>
+
+namespace mf {
+
+// Inputs are checked to be regular files before they are opened: opening a FIFO with no writer
+// blocks forever, and a device can be endless. Throws mf::Error "<path>: no such file" /
+// "<path>: is a directory, expected a file" / "<path>: not a regular file" unless `path`
+// (symbolic links followed) is a regular file. Never opens the path, so it cannot block.
+// Paths that name a stream explicitly (/dev/stdin, /dev/fd/N, /proc/self/fd/N: process
+// substitution) are let through.
+void require_regular_file(const std::string& path);
+
+// An output directory may replace only a directory (an earlier output): throws mf::Error
+// "<path>: exists and is not a directory (not overwritten)" when a file, FIFO or device is at
+// `path` (trailing slashes ignored, symbolic links followed). AtomicDir checks this itself;
+// commands call it early too, so that nothing is computed for an output that cannot be written.
+void refuse_non_directory_output(const std::string& path);
+
+}  // namespace mf
