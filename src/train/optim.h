@@ -46,13 +46,12 @@ std::vector<NamedParam> select_params(const std::vector<std::pair<std::string, a
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p *= 1 - lr wd;
 //   p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
 // Parameters without a gradient are skipped (their step count still advances with the
-// optimizer's, as all parameters share one t). `grad_scale` multiplies every gradient first
-// (the clipping coefficient, without a pass that rescales the gradients in place).
+// optimizer's, as all parameters share one t).
 class AdamW {
  public:
   AdamW(std::vector<NamedParam> params, AdamWOptions options);
 
-  void step(double lr, double grad_scale = 1.0);
+  void step(double lr);
   void zero_grad();
   int64_t steps_taken() const { return t_; }
   const std::vector<NamedParam>& params() const { return params_; }
@@ -75,9 +74,5 @@ class AdamW {
 // and returns the norm before clipping, as torch.nn.utils.clip_grad_norm_ does
 // (coefficient max_norm / (norm + 1e-6), applied only when below 1).
 double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
-// The pieces of clip_grad_norm: the global L2 norm of the gradients, and the coefficient that
-// clipping to `max_norm` applies (1 when max_norm <= 0 or the norm is already below it).
-double global_grad_norm(const std::vector<NamedParam>& params);
-double clip_coefficient(double norm, double max_norm);
 
 }  // namespace mf

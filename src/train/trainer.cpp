@@ -316,8 +316,8 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     // After the finiteness check: a rank that stops here then leaves the others waiting in the
     // all-reduce (an error) instead of spreading NaN into their gradients (silent).
     if (options.on_gradients) options.on_gradients(grad_params);
-    const double grad_norm = global_grad_norm(optimizer.params());
-    optimizer.step(lr, clip_coefficient(grad_norm, options.clip));
+    const double grad_norm = clip_grad_norm(optimizer.params(), options.clip);
+    optimizer.step(lr);
     ++step;
     if (options.after_step) options.after_step(step);
     tokens_seen += tokens_per_step;
