@@ -51,6 +51,7 @@ void add_profile_command(CLI::App& app, const GlobalOptions& globals);
 void add_split_command(CLI::App& app, const GlobalOptions& globals);
 void add_upcycle_command(CLI::App& app, const GlobalOptions& globals);
 void add_experts_command(CLI::App& app, const GlobalOptions& globals);
+void add_merge_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_info_command(app, globals);
@@ -67,6 +68,7 @@ inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_split_command(app, globals);
   add_upcycle_command(app, globals);
   add_experts_command(app, globals);
+  add_merge_command(app, globals);
 }
 
 }  // namespace mf::cli

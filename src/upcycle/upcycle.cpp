@@ -17,17 +17,12 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/rng.h"
+#include "util/fs_checks.h"
 #include "util/str.h"
 
 namespace mf {
 
 namespace {
-
-// Whether two paths name the same existing file or directory.
-bool same_file(const std::string& a, const std::string& b) {
-  char ra[PATH_MAX], rb[PATH_MAX];
-  return realpath(a.c_str(), ra) && realpath(b.c_str(), rb) && std::string(ra) == rb;
-}
 
 std::vector<int64_t> moe_layer_list(const UpcycleConfig& c, int64_t num_layers) {
   std::vector<int64_t> v = c.layers;
@@ -157,13 +152,9 @@ at::Tensor expert_weight(DonorFfns& donors, const UpcycleExpert& e, int64_t laye
 
 UpcycleResult run_upcycle(const UpcycleConfig& c, const std::string& out_dir, bool overwrite) {
   validate_upcycle(c);
-  if (path_exists(out_dir)) {
-    if (!is_directory(out_dir)) fail_file(out_dir, "exists and is not a directory");
-    if (!list_dir(out_dir).empty() && !overwrite) fail_file(out_dir, "exists and is not empty (pass --overwrite to replace it)");
-  }
-  for (const auto& e : c.experts)
-    if (same_file(e.source_model, out_dir)) fail_file(out_dir, "is a donor model; choose another output directory");
-  if (same_file(c.base_model, out_dir)) fail_file(out_dir, "is the base model; choose another output directory");
+  std::vector<std::string> inputs{c.base_model};
+  for (const auto& e : c.experts) inputs.push_back(e.source_model);
+  check_model_output_dir(out_dir, overwrite, inputs);
 
   Checkpoint base_ck = Checkpoint::open(c.base_model);
   const ModelConfig base = parse_model_config(base_ck.config(), base_ck.config_path());

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +130,19 @@ void refuse_non_directory_output(const std::string& path) {
   struct stat st;
   if (::stat(p.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
     fail_file(p, "exists and is not a directory (not overwritten)");
+}
+
+bool same_path(const std::string& a, const std::string& b) {
+  char ra[PATH_MAX], rb[PATH_MAX];
+  return realpath(a.c_str(), ra) && realpath(b.c_str(), rb) && std::string(ra) == rb;
+}
+
+void check_model_output_dir(const std::string& out, bool overwrite, const std::vector<std::string>& inputs) {
+  refuse_non_directory_output(out);
+  if (is_directory(out) && !list_dir(out).empty() && !overwrite)
+    fail_file(out, "exists and is not empty (pass --overwrite to replace it)");
+  for (const std::string& in : inputs)
+    if (same_path(in, out)) fail_file(out, "is an input of this command; choose another output directory");
 }
 
 AtomicDir::AtomicDir(std::string path) : final_(std::move(path)) {

@@ -2,6 +2,7 @@
 // is included almost everywhere.)
 #pragma once
 #include <string>
+#include <vector>
 
 namespace mf {
 
@@ -18,5 +19,12 @@ void require_regular_file(const std::string& path);
 // `path` (trailing slashes ignored, symbolic links followed). AtomicDir checks this itself;
 // commands call it early too, so that nothing is computed for an output that cannot be written.
 void refuse_non_directory_output(const std::string& path);
+
+// Whether two paths name the same existing file or directory (symbolic links resolved).
+bool same_path(const std::string& a, const std::string& b);
+
+// The checks of a command that writes a new model directory: `out` must not be a file, nor a
+// non-empty directory unless `overwrite` (the message names --overwrite), nor any of `inputs`.
+void check_model_output_dir(const std::string& out, bool overwrite, const std::vector<std::string>& inputs);
 
 }  // namespace mf

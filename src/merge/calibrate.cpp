@@ -1,0 +1,98 @@
+#include "merge/calibrate.h"
+
+#include <map>
+
+#include "model/model.h"
+#include "model/moe_ffn.h"
+#include "profile/calibration_data.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/progress.h"
+#include "util/str.h"
+
+namespace mf {
+
+MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const MergeCalibOptions& o) {
+  const ModelConfig& cfg = model.config();
+  MergeCalibration out;
+  out.seq_len = o.seq_len > 0 ? o.seq_len : std::min<int64_t>(2048, cfg.max_position_embeddings);
+
+  // Documents concatenated (each as the tokenizer encodes it by default, BOS included where it
+  // adds one), cut into blocks; the remainder is dropped (§A.2).
+  std::vector<int64_t> stream;
+  const int64_t wanted = o.blocks * out.seq_len;
+  for (const CalibrationDoc& d : read_calibration_jsonl(o.file, "", false)) {
+    for (int32_t id : tok.encode(d.text, true)) stream.push_back(id);
+    if (static_cast<int64_t>(stream.size()) >= wanted) break;
+  }
+  out.blocks = std::min<int64_t>(o.blocks, static_cast<int64_t>(stream.size()) / out.seq_len);
+  if (out.blocks < 1)
+    fail_file(o.file, cat("too short for one calibration block: ", stream.size(), " tokens, a block is ", out.seq_len));
+  out.tokens = out.blocks * out.seq_len;
+
+  struct Acc {
+    std::shared_ptr<MoeFFN> block;
+    at::Tensor out_sum, counts, probs;  // fp64
+    std::vector<at::Tensor> inputs;
+    int64_t kept = 0;
+  };
+  std::map<int, Acc> acc;
+  for (int64_t l = 0; l < cfg.num_layers; ++l)
+    if (auto b = std::dynamic_pointer_cast<MoeFFN>(model.ffn(l))) {
+      const int64_t E = b->num_experts();
+      acc[static_cast<int>(l)] = {b, at::zeros({E, cfg.hidden_size}, at::kDouble), at::zeros({E}, at::kDouble),
+                                  at::zeros({E}, at::kDouble), {}, 0};
+    }
+  if (acc.empty()) fail_file(cfg.origin, "the model has no routed MoE layer");
+
+  const int h_in = model.hooks().add(HookPoint::ffn_input, [&](HookEvent& ev) {
+    auto it = acc.find(ev.layer);
+    if (it == acc.end()) return;
+    Acc& a = it->second;
+    const at::Tensor x = ev.tensor.to(at::kFloat);
+    for (int64_t e = 0; e < a.block->num_experts(); ++e)
+      a.out_sum[e] += a.block->experts[static_cast<size_t>(e)]->forward(x, nullptr).to(at::kDouble).sum(0);
+    if (a.kept < o.error_tokens) {
+      const int64_t n = std::min<int64_t>(o.error_tokens - a.kept, x.size(0));
+      a.inputs.push_back(x.narrow(0, 0, n).clone());
+      a.kept += n;
+    }
+  });
+  const int64_t k = cfg.num_experts_per_tok;
+  const int h_logits = model.hooks().add(HookPoint::router_logits, [&](HookEvent& ev) {
+    auto it = acc.find(ev.layer);
+    if (it == acc.end()) return;
+    Acc& a = it->second;
+    const at::Tensor logits = ev.tensor.to(at::kDouble);
+    a.probs += at::softmax(logits, -1).sum(0);
+    const at::Tensor idx = std::get<1>(logits.topk(std::min<int64_t>(k, logits.size(1)), -1)).reshape({-1});
+    a.counts.index_add_(0, idx, at::ones({idx.numel()}, at::kDouble));
+  });
+
+  {
+    at::NoGradGuard no_grad;
+    model.eval();
+    Progress bar("calibrate", out.tokens, "tok");
+    for (int64_t b = 0; b < out.blocks; ++b) {
+      std::vector<int64_t> ids(stream.begin() + b * out.seq_len, stream.begin() + (b + 1) * out.seq_len);
+      model.forward_hidden(at::tensor(ids, at::kLong).unsqueeze(0));
+      bar.advance(out.seq_len);
+    }
+    bar.finish();
+  }
+  model.hooks().remove(h_in);
+  model.hooks().remove(h_logits);
+
+  for (auto& [layer, a] : acc) {
+    LayerCalibration lc;
+    lc.layer = layer;
+    lc.mean_output = (a.out_sum / static_cast<double>(out.tokens)).to(at::kFloat);
+    lc.frequency = a.counts / a.counts.sum();
+    lc.soft_score = a.probs / a.probs.sum();
+    lc.inputs = at::cat(a.inputs, 0);
+    out.layers.push_back(std::move(lc));
+  }
+  return out;
+}
+
+}  // namespace mf

@@ -1,0 +1,43 @@
+// The calibration pass of expert merging (spec merge_and_eval.md §A.2-A.4): documents are
+// tokenized, concatenated and cut into blocks (HC-SMoE / Expert_Sparsity: 32 blocks of 2048
+// tokens of C4), and one forward pass of the original model collects, per MoE layer,
+//   * o_j = (1/T) Σ_t E_j(x_t): every expert on every token (HC-SMoE's "expert-output"),
+//   * the usage frequency of each expert (share of the top-k selections; the reference counts
+//     top-2 whatever the model's k, we use the model's k — docs/merge.md),
+//   * the mean router probability (S-prune's soft counts),
+//   * the first tokens' MoE inputs, to measure the merged layers' output error.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mf {
+
+class Model;
+class Tokenizer;
+
+struct MergeCalibOptions {
+  std::string file;            // JSONL documents ({"text": ...})
+  int64_t seq_len = 0;         // block length; 0 = min(2048, max_position_embeddings)
+  int64_t blocks = 32;         // blocks used (fewer when the file is shorter; at least one)
+  int64_t error_tokens = 4096; // MoE inputs kept per layer for the output-error report
+};
+
+struct LayerCalibration {
+  int64_t layer = 0;
+  at::Tensor mean_output;  // [E, d] fp32: o_j
+  at::Tensor frequency;    // [E] fp64: share of the top-k selections (sums to 1)
+  at::Tensor soft_score;   // [E] fp64: mean router probability over tokens (sums to 1)
+  at::Tensor inputs;       // [S, d] fp32: MoE inputs of the first S tokens
+};
+
+struct MergeCalibration {
+  int64_t tokens = 0, blocks = 0, seq_len = 0;
+  std::vector<LayerCalibration> layers;  // routed MoE layers in order
+};
+
+MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const MergeCalibOptions& options);
+
+}  // namespace mf

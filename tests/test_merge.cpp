@@ -1,0 +1,191 @@
+// `moeforge merge` (src/merge): r = N gives the model back bit for bit; experts that are exact
+// copies (an upcycled model before training) merge with zero output error; the freq / average
+// merge arithmetic written out in the test; pruning slices router rows and copies experts; bad
+// input is a one-line error with nothing written.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "io/checkpoint.h"
+#include "merge/merge.h"
+#include "upcycle/upcycle.h"
+#include "util/fs.h"
+#include "util/json.h"
+#include "util/str.h"
+#include "spm_llama_fixture.h"
+#include "test_helpers.h"
+
+using namespace mf;
+using mf::testing_helpers::run_moeforge;
+
+namespace {
+
+std::string fresh(const std::string& name) {
+  std::string d = ::testing::TempDir() + "/mf_merge_" + name;
+  remove_all(d);
+  return d;
+}
+
+// A 2-layer random Llama (hidden 16, FFN 24) upcycled to a 4-expert top-2 Mixtral: identical
+// copies, or with noise on each expert's weights so that they differ.
+const std::string& mixtral(bool noisy) {
+  static std::string dirs[2];
+  std::string& d = dirs[noisy ? 1 : 0];
+  if (d.empty()) {
+    const std::string base = fresh("base");
+    testing_fixtures::save_tiny_spm_llama(base);
+    UpcycleConfig c;
+    c.origin = "test";
+    c.base_model = base;
+    c.family = "mixtral";
+    c.top_k = 2;
+    c.dtype = "fp32";
+    UpcycleExpert e;
+    e.source_model = base;
+    e.noise_scale = noisy ? 0.05 : 0.0;
+    c.experts.assign(4, e);
+    d = fresh(noisy ? "noisy" : "copies");
+    run_upcycle(c, d);
+  }
+  return d;
+}
+
+const std::string& calib_file() {
+  static const std::string path = [] {
+    std::string p = fresh("calib.jsonl");
+    std::ofstream f(p);
+    const char* texts[] = {"The quick brown fox jumps over the lazy dog near the river bank.",
+                           "In the beginning God created the heaven and the earth.",
+                           "A compiler translates source code into machine code for a processor.",
+                           "Bread is made from flour, water, salt and yeast, then baked in an oven."};
+    for (int rep = 0; rep < 6; ++rep)
+      for (const char* t : texts) f << json{{"text", t}}.dump() << "\n";
+    return p;
+  }();
+  return path;
+}
+
+MergeOptions options(const std::string& method, int64_t r) {
+  MergeOptions o;
+  o.method = method;
+  o.experts = r;
+  o.calib.file = calib_file();
+  o.calib.seq_len = 16;
+  o.calib.blocks = 8;
+  return o;
+}
+
+}  // namespace
+
+TEST(Merge, KeepingAllExpertsGivesTheModelBackBitForBit) {
+  for (const std::string method : {"hc-smoe", "f-prune", "s-prune"}) {
+    const std::string out = fresh("identity_" + method);
+    run_merge(mixtral(true), options(method, 4), out);
+    const Checkpoint a = Checkpoint::open(mixtral(true)), b = Checkpoint::open(out);
+    ASSERT_EQ(a.names(), b.names()) << method;
+    for (const std::string& name : a.names()) EXPECT_TRUE(torch::equal(a.get(name), b.get(name))) << method << " " << name;
+    EXPECT_EQ(b.config()["num_local_experts"], 4);
+  }
+}
+
+TEST(Merge, ExactCopiesMergeWithZeroOutputError) {
+  const std::string out = fresh("copies_out");
+  const json report = run_merge(mixtral(false), options("hc-smoe", 2), out);
+  ASSERT_EQ(report["layers"].size(), 2u);
+  for (const json& l : report["layers"]) {
+    EXPECT_LT(l["output_error"].get<double>(), 1e-6) << l.dump();
+    for (double h : l["merge_heights"].get<std::vector<double>>()) EXPECT_LT(h, 1e-6);  // identical o_j
+  }
+  const Checkpoint a = Checkpoint::open(mixtral(false)), b = Checkpoint::open(out);
+  EXPECT_EQ(b.config()["num_local_experts"], 2);
+  const at::Tensor w = a.get("model.layers.1.block_sparse_moe.experts.0.w1.weight");
+  EXPECT_TRUE(at::allclose(b.get("model.layers.1.block_sparse_moe.experts.1.w1.weight"), w, 1e-6, 1e-7));
+  EXPECT_FALSE(b.contains("model.layers.1.block_sparse_moe.experts.2.w1.weight"));
+}
+
+TEST(Merge, FreqAndAverageWeightsAsWrittenOut) {
+  // r = 1: one cluster of all four experts, so the merged weight is Σ f_j W_j / Σ f_j (freq)
+  // or the plain mean (average), with f the frequencies the report states.
+  for (const std::string mode : {"freq", "average"}) {
+    MergeOptions o = options("hc-smoe", 1);
+    o.merge = mode;
+    o.router = "weighted";
+    const std::string out = fresh("r1_" + mode);
+    const json report = run_merge(mixtral(true), o, out);
+    const Checkpoint a = Checkpoint::open(mixtral(true)), b = Checkpoint::open(out);
+    EXPECT_EQ(b.config()["num_experts_per_tok"], 1);  // top-k capped at r
+    for (const json& l : report["layers"]) {
+      const int64_t layer = l["layer"].get<int64_t>();
+      const std::vector<double> f = l["frequency"].get<std::vector<double>>();
+      double fs = 0;
+      for (double v : f) fs += v;
+      EXPECT_NEAR(fs, 1.0, 1e-9);
+      const std::string pre = cat("model.layers.", layer, ".block_sparse_moe.");
+      for (const char* proj : {"w1", "w2", "w3"}) {
+        at::Tensor expect = at::zeros_like(a.get(pre + "experts.0." + proj + ".weight"));
+        for (int j = 0; j < 4; ++j)
+          expect += a.get(cat(pre, "experts.", j, ".", proj, ".weight")) * (mode == "freq" ? f[j] / fs : 0.25);
+        EXPECT_TRUE(at::allclose(b.get(pre + "experts.0." + proj + ".weight"), expect, 1e-5, 1e-6)) << mode << proj;
+      }
+      at::Tensor row = at::zeros({16});
+      for (int j = 0; j < 4; ++j) row += a.get(pre + "gate.weight")[j] * (mode == "freq" ? f[j] / fs : 0.25);
+      EXPECT_TRUE(at::allclose(b.get(pre + "gate.weight")[0], row, 1e-5, 1e-6)) << mode;
+    }
+  }
+}
+
+TEST(Merge, PruningKeepsTheTopExpertsAndSlicesTheirRouterRows) {
+  for (const std::string method : {"f-prune", "s-prune"}) {
+    const std::string out = fresh("prune_" + method);
+    const json report = run_merge(mixtral(true), options(method, 2), out);
+    const Checkpoint a = Checkpoint::open(mixtral(true)), b = Checkpoint::open(out);
+    for (const json& l : report["layers"]) {
+      const int64_t layer = l["layer"].get<int64_t>();
+      const std::vector<double> score = l[method == "f-prune" ? "frequency" : "soft_score"].get<std::vector<double>>();
+      const auto kept = l["clusters"].get<std::vector<std::vector<int64_t>>>();
+      ASSERT_EQ(kept.size(), 2u);
+      // Every kept expert scores at least as high as every dropped one.
+      for (int j = 0; j < 4; ++j) {
+        const bool is_kept = j == kept[0][0] || j == kept[1][0];
+        if (!is_kept) EXPECT_LE(score[j], std::min(score[kept[0][0]], score[kept[1][0]])) << method;
+      }
+      const std::string pre = cat("model.layers.", layer, ".block_sparse_moe.");
+      for (int i = 0; i < 2; ++i) {
+        EXPECT_TRUE(torch::equal(b.get(pre + "gate.weight")[i], a.get(pre + "gate.weight")[kept[i][0]]));
+        EXPECT_TRUE(torch::equal(b.get(cat(pre, "experts.", i, ".w2.weight")),
+                                 a.get(cat(pre, "experts.", kept[i][0], ".w2.weight"))));
+      }
+    }
+  }
+}
+
+TEST(Merge, BadInputIsOneLineAndWritesNothing) {
+  const std::string out = fresh("bad_out");
+  const std::string short_calib = fresh("short.jsonl");
+  std::ofstream(short_calib) << "{\"text\": \"too short\"}\n";
+  const std::string dense = fresh("dense");
+  testing_fixtures::save_tiny_spm_llama(dense);
+  const std::string m = mixtral(true);
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {m + " --experts 5 --calib " + calib_file(), "more than the model's 4 experts"},
+      {m + " --experts 0 --calib " + calib_file(), "--experts"},
+      {dense + " --experts 2 --calib " + calib_file(), "not an MoE model"},
+      {m + " --experts 2 --seq-len 64 --calib " + short_calib, "too short for one calibration block"},
+      {m + " --experts 2 --method nope --calib " + calib_file(), "unknown method 'nope'"},
+      {m + " --experts 2 --linkage nope --calib " + calib_file(), "nope"},
+  };
+  for (const Case& c : cases) {
+    const auto r = run_moeforge("merge " + c.args + " --out " + out);
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+    // One line; a usage error adds the --help hint.
+    const bool usage = r.code == 2;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), usage ? 2 : 1) << r.err;
+    EXPECT_FALSE(path_exists(out)) << c.args;
+  }
+}
