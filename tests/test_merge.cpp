@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <fstream>
+#include <map>
 
 #include "io/checkpoint.h"
 #include "merge/merge.h"
+#include "merge/oprune.h"
 #include "upcycle/upcycle.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -187,5 +190,69 @@ TEST(Merge, BadInputIsOneLineAndWritesNothing) {
     const bool usage = r.code == 2;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), usage ? 2 : 1) << r.err;
     EXPECT_FALSE(path_exists(out)) << c.args;
+  }
+}
+
+TEST(Merge, OPruneEqualsBruteForceOverPrunedOutputs) {
+  // Random expert outputs and logits; the naive reference runs every subset: logits of dropped
+  // experts at −inf, softmax, top-k (renormalised or not), Y_S = Σ w E_j(x), ‖Y − Y_S‖².
+  torch::manual_seed(4);
+  const int64_t T = 40, N = 6, d = 5, k = 2;
+  const at::Tensor outs = at::randn({T, N, d}, at::kDouble), logits = at::randn({T, N});
+  const at::Tensor gram = at::bmm(outs, outs.transpose(1, 2)).contiguous();
+  for (bool renorm : {true, false}) {
+    auto output = [&](const std::vector<uint8_t>& keep) {
+      at::Tensor z = logits.to(at::kDouble).clone();
+      for (int64_t j = 0; j < N; ++j)
+        if (!keep[j]) z.select(1, j).fill_(-INFINITY);
+      at::Tensor p = at::softmax(z, -1);
+      auto [w, idx] = p.topk(k, -1);
+      if (renorm) w = w / w.sum(-1, true);
+      at::Tensor dense = at::zeros({T, N}, at::kDouble).scatter(1, idx, w);
+      return at::bmm(dense.unsqueeze(1), outs).squeeze(1);  // [T, d]
+    };
+    const at::Tensor y = output(std::vector<uint8_t>(N, 1));
+    merge::OPruneInput in;
+    in.tokens = T;
+    in.experts = N;
+    in.k = k;
+    in.renormalize = renorm;
+    in.logits = logits.data_ptr<float>();
+    in.gram = gram.data_ptr<double>();
+    double best = INFINITY;
+    std::vector<int64_t> best_set;
+    for (int64_t a = 0; a < N; ++a)
+      for (int64_t b = a + 1; b < N; ++b)
+        for (int64_t c = b + 1; c < N; ++c) {
+          std::vector<uint8_t> keep(N, 0);
+          keep[a] = keep[b] = keep[c] = 1;
+          const double l = (y - output(keep)).pow(2).sum().item<double>();
+          EXPECT_NEAR(merge::o_prune_loss(in, keep), l, 1e-9 * std::max(1.0, l));
+          if (l < best) best = l, best_set = {a, b, c};
+        }
+    const merge::OPruneResult res = merge::o_prune(in, 3);
+    EXPECT_TRUE(res.exhaustive);
+    EXPECT_EQ(res.subsets, 20);
+    EXPECT_EQ(res.kept, best_set) << renorm;
+    EXPECT_NEAR(res.loss, best, 1e-9 * std::max(1.0, best));
+    const merge::OPruneResult sampled = merge::o_prune(in, 3, 5, 7);
+    EXPECT_FALSE(sampled.exhaustive);
+    EXPECT_GE(sampled.loss, res.loss);
+  }
+}
+
+TEST(Merge, OPruneHasTheLowestOutputErrorOfThePruningMethods) {
+  // O-prune minimises the output error on the very tokens the report measures it on, and a
+  // 4-expert layer has only 6 subsets of 2: no other pruning can do better there.
+  std::map<std::string, json> reports;
+  for (const std::string method : {"o-prune", "f-prune", "s-prune", "reap"})
+    reports[method] = run_merge(mixtral(true), options(method, 2), fresh("errors_" + method));
+  for (size_t l = 0; l < 2; ++l) {
+    const json& o = reports["o-prune"]["layers"][l];
+    EXPECT_TRUE(o["o_prune"]["exhaustive"].get<bool>());
+    EXPECT_EQ(o["o_prune"]["subsets"], 6);
+    for (const auto& [method, r] : reports)
+      EXPECT_LE(o["output_error"].get<double>(), r["layers"][l]["output_error"].get<double>() * (1 + 1e-6) + 1e-9)
+          << method << " layer " << l;
   }
 }

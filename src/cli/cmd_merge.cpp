@@ -17,14 +17,16 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("merge", "Merge or prune the experts of a Mixtral / Qwen2-MoE / OLMoE model (HC-SMoE and baselines)");
   cmd->add_option("MODEL", a->model, "MoE model directory")->required();
-  cmd->add_option("--method", a->o.method, "hc-smoe | kmeans | f-prune | s-prune")->capture_default_str();
+  cmd->add_option("--method", a->o.method, "hc-smoe | kmeans | o-prune | f-prune | s-prune | reap")->capture_default_str();
   cmd->add_option("--experts", a->o.experts, "experts per layer after merging (r)")->required()->check(positive());
   cmd->add_option("--calib", a->o.calib.file, "calibration JSONL ({\"text\": ...} per line)")->required();
   cmd->add_option("--out", a->out, "output model directory")->required();
   cmd->add_option("--linkage", a->o.linkage, "hc-smoe clustering: average | single | complete | ward")->capture_default_str();
   cmd->add_option("--merge", a->o.merge, "hc-smoe weights: freq (usage frequency) | average")->capture_default_str();
   cmd->add_option("--router", a->o.router, "router row of a merged expert: dominant | weighted")->capture_default_str();
-  cmd->add_option("--seed", a->o.seed, "kmeans: seed of the k-means++ initialisation")->capture_default_str();
+  cmd->add_option("--seed", a->o.seed, "kmeans: k-means++ draws; o-prune: the subset sample")->capture_default_str();
+  cmd->add_option("--max-subsets", a->o.max_subsets, "o-prune: exhaustive up to this many subsets, else a sample of this many")
+      ->capture_default_str()->check(positive());
   cmd->add_option("--seq-len", a->o.calib.seq_len, "calibration block length (default min(2048, max positions))")
       ->check(positive());
   cmd->add_option("--blocks", a->o.calib.blocks, "calibration blocks")->capture_default_str()->check(positive());

@@ -32,16 +32,22 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
 
   struct Acc {
     std::shared_ptr<MoeFFN> block;
-    at::Tensor out_sum, counts, probs;  // fp64
-    std::vector<at::Tensor> inputs;
-    int64_t kept = 0;
+    at::Tensor out_sum, counts, probs, reap_sum;  // fp64
+    at::Tensor norms;  // [N, E] ‖E_j(x_t)‖ of the batch in flight (ffn_input comes before router_logits)
+    std::vector<at::Tensor> inputs, logits, gram;
+    int64_t kept = 0, logits_kept = 0;
   };
   std::map<int, Acc> acc;
   for (int64_t l = 0; l < cfg.num_layers; ++l)
     if (auto b = std::dynamic_pointer_cast<MoeFFN>(model.ffn(l))) {
       const int64_t E = b->num_experts();
-      acc[static_cast<int>(l)] = {b, at::zeros({E, cfg.hidden_size}, at::kDouble), at::zeros({E}, at::kDouble),
-                                  at::zeros({E}, at::kDouble), {}, 0};
+      Acc a;
+      a.block = b;
+      a.out_sum = at::zeros({E, cfg.hidden_size}, at::kDouble);
+      a.counts = at::zeros({E}, at::kDouble);
+      a.probs = at::zeros({E}, at::kDouble);
+      a.reap_sum = at::zeros({E}, at::kDouble);
+      acc[static_cast<int>(l)] = a;
     }
   if (acc.empty()) fail_file(cfg.origin, "the model has no routed MoE layer");
 
@@ -50,23 +56,41 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     if (it == acc.end()) return;
     Acc& a = it->second;
     const at::Tensor x = ev.tensor.to(at::kFloat);
+    std::vector<at::Tensor> outs;
     for (int64_t e = 0; e < a.block->num_experts(); ++e)
-      a.out_sum[e] += a.block->experts[static_cast<size_t>(e)]->forward(x, nullptr).to(at::kDouble).sum(0);
+      outs.push_back(a.block->experts[static_cast<size_t>(e)]->forward(x, nullptr));
+    const at::Tensor y = at::stack(outs, 1);  // [N, E, d]
+    a.out_sum += y.to(at::kDouble).sum(0);
+    a.norms = y.norm(2, -1).to(at::kDouble);
     if (a.kept < o.error_tokens) {
       const int64_t n = std::min<int64_t>(o.error_tokens - a.kept, x.size(0));
       a.inputs.push_back(x.narrow(0, 0, n).clone());
+      if (o.gram) {
+        const at::Tensor yk = y.narrow(0, 0, n).to(at::kDouble);
+        a.gram.push_back(at::bmm(yk, yk.transpose(1, 2)));
+      }
       a.kept += n;
     }
   });
   const int64_t k = cfg.num_experts_per_tok;
+  const bool renormalize = cfg.norm_topk_prob;
   const int h_logits = model.hooks().add(HookPoint::router_logits, [&](HookEvent& ev) {
     auto it = acc.find(ev.layer);
     if (it == acc.end()) return;
     Acc& a = it->second;
     const at::Tensor logits = ev.tensor.to(at::kDouble);
-    a.probs += at::softmax(logits, -1).sum(0);
-    const at::Tensor idx = std::get<1>(logits.topk(std::min<int64_t>(k, logits.size(1)), -1)).reshape({-1});
-    a.counts.index_add_(0, idx, at::ones({idx.numel()}, at::kDouble));
+    const at::Tensor probs = at::softmax(logits, -1);
+    a.probs += probs.sum(0);
+    auto [top, idx] = probs.topk(std::min<int64_t>(k, logits.size(1)), -1);
+    a.counts.index_add_(0, idx.reshape({-1}), at::ones({idx.numel()}, at::kDouble));
+    // REAP: gate (as the model combines: renormalised or not) times the expert's output norm.
+    if (renormalize) top = top / top.sum(-1, true);
+    a.reap_sum.index_add_(0, idx.reshape({-1}), (top * a.norms.gather(1, idx)).reshape({-1}));
+    if (o.gram && a.logits_kept < o.error_tokens) {
+      const int64_t n = std::min<int64_t>(o.error_tokens - a.logits_kept, logits.size(0));
+      a.logits.push_back(ev.tensor.narrow(0, 0, n).to(at::kFloat).clone());
+      a.logits_kept += n;
+    }
   });
 
   {
@@ -89,7 +113,12 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     lc.mean_output = (a.out_sum / static_cast<double>(out.tokens)).to(at::kFloat);
     lc.frequency = a.counts / a.counts.sum();
     lc.soft_score = a.probs / a.probs.sum();
+    lc.reap = a.reap_sum / a.counts.clamp_min(1.0);
     lc.inputs = at::cat(a.inputs, 0);
+    if (o.gram) {
+      lc.logits = at::cat(a.logits, 0);
+      lc.gram = at::cat(a.gram, 0);
+    }
     out.layers.push_back(std::move(lc));
   }
   return out;

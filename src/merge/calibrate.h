@@ -5,7 +5,9 @@
 //   * the usage frequency of each expert (share of the top-k selections; the reference counts
 //     top-2 whatever the model's k, we use the model's k — docs/merge.md),
 //   * the mean router probability (S-prune's soft counts),
-//   * the first tokens' MoE inputs, to measure the merged layers' output error.
+//   * REAP's saliency: per expert, the mean over its routed tokens of gate · ‖E_j(x)‖₂,
+//   * the first tokens' MoE inputs, to measure the merged layers' output error, and for O-prune
+//     their router logits and the Gram matrices of the experts' outputs.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -22,7 +24,8 @@ struct MergeCalibOptions {
   std::string file;            // JSONL documents ({"text": ...})
   int64_t seq_len = 0;         // block length; 0 = min(2048, max_position_embeddings)
   int64_t blocks = 32;         // blocks used (fewer when the file is shorter; at least one)
-  int64_t error_tokens = 4096; // MoE inputs kept per layer for the output-error report
+  int64_t error_tokens = 4096; // MoE inputs kept per layer for the output-error report (and O-prune)
+  bool gram = false;           // collect logits and per-token Gram matrices of those tokens
 };
 
 struct LayerCalibration {
@@ -30,7 +33,10 @@ struct LayerCalibration {
   at::Tensor mean_output;  // [E, d] fp32: o_j
   at::Tensor frequency;    // [E] fp64: share of the top-k selections (sums to 1)
   at::Tensor soft_score;   // [E] fp64: mean router probability over tokens (sums to 1)
+  at::Tensor reap;         // [E] fp64: REAP saliency (0 for an expert no token selected)
   at::Tensor inputs;       // [S, d] fp32: MoE inputs of the first S tokens
+  at::Tensor logits;       // [S, E] fp32 router logits of those tokens (options.gram)
+  at::Tensor gram;         // [S, E, E] fp64: <E_i(x_t), E_j(x_t)> (options.gram)
 };
 
 struct MergeCalibration {

@@ -8,6 +8,7 @@
 #include "io/checkpoint.h"
 #include "merge/hclust.h"
 #include "merge/kmeans.h"
+#include "merge/oprune.h"
 #include "model/model.h"
 #include "model/moe_ffn.h"
 #include "tokenizer/tokenizer.h"
@@ -27,11 +28,16 @@ struct LayerPlan {
   std::vector<std::vector<double>> weights;   // sum to 1
   std::vector<int64_t> representative;        // the member whose router row a merged expert keeps
   std::vector<double> heights;                // hc-smoe: the dendrogram's merge heights
+  json extra = json::object();                // method-specific report fields
 };
 
 std::vector<double> to_vector(const at::Tensor& t) {
   const at::Tensor c = t.to(at::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+bool is_pruning(const std::string& method) {
+  return method == "f-prune" || method == "s-prune" || method == "o-prune" || method == "reap";
 }
 
 // The r largest scores (ties: the lower index), in index order.
@@ -44,12 +50,30 @@ std::vector<int64_t> top_r(const std::vector<double>& score, int64_t r) {
   return order;
 }
 
-LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o) {
+std::vector<int64_t> pruned_set(const LayerCalibration& c, const MergeOptions& o, const ModelConfig& cfg,
+                                json& extra) {
+  if (o.method == "f-prune") return top_r(to_vector(c.frequency), o.experts);
+  if (o.method == "s-prune") return top_r(to_vector(c.soft_score), o.experts);
+  if (o.method == "reap") return top_r(to_vector(c.reap), o.experts);
+  merge::OPruneInput in;
+  in.tokens = c.logits.size(0);
+  in.experts = c.logits.size(1);
+  in.k = cfg.num_experts_per_tok;
+  in.renormalize = cfg.norm_topk_prob;
+  const at::Tensor logits = c.logits.contiguous(), gram = c.gram.contiguous();
+  in.logits = logits.data_ptr<float>();
+  in.gram = gram.data_ptr<double>();
+  const merge::OPruneResult res = merge::o_prune(in, o.experts, o.max_subsets, o.seed + static_cast<uint64_t>(c.layer));
+  extra = {{"subsets", res.subsets}, {"exhaustive", res.exhaustive}, {"squared_error", res.loss}};
+  return res.kept;
+}
+
+LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const ModelConfig& cfg) {
   const int64_t E = c.mean_output.size(0), d = c.mean_output.size(1), r = o.experts;
   const std::vector<double> freq = to_vector(c.frequency);
   LayerPlan p;
-  if (o.method == "f-prune" || o.method == "s-prune") {
-    for (int64_t j : top_r(o.method == "f-prune" ? freq : to_vector(c.soft_score), r)) {
+  if (is_pruning(o.method)) {
+    for (int64_t j : pruned_set(c, o, cfg, p.extra)) {
       p.members.push_back({j});
       p.weights.push_back({1.0});
       p.representative.push_back(j);
@@ -107,9 +131,9 @@ at::Tensor router_rows(const at::Tensor& gate, const LayerPlan& p, const std::st
 }
 
 void validate(const MergeOptions& o, const ModelConfig& cfg) {
-  static const std::vector<std::string> methods{"hc-smoe", "kmeans", "f-prune", "s-prune"};
+  static const std::vector<std::string> methods{"hc-smoe", "kmeans", "o-prune", "f-prune", "s-prune", "reap"};
   if (std::find(methods.begin(), methods.end(), o.method) == methods.end())
-    fail("--method: unknown method '" + o.method + "' (hc-smoe | kmeans | f-prune | s-prune)");
+    fail("--method: unknown method '" + o.method + "' (hc-smoe | kmeans | o-prune | f-prune | s-prune | reap)");
   if (o.merge != "freq" && o.merge != "average") fail("--merge: '" + o.merge + "' is not freq or average");
   if (o.router != "dominant" && o.router != "weighted") fail("--router: '" + o.router + "' is not dominant or weighted");
   merge::parse_linkage(o.linkage);
@@ -132,9 +156,11 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
 
   std::shared_ptr<Model> model = Model::load(model_dir, {at::kFloat, at::kCPU});
   const std::unique_ptr<Tokenizer> tok = Tokenizer::load(model_dir);
-  const MergeCalibration calib = calibrate_merge(*model, *tok, o.calib);
+  MergeCalibOptions co = o.calib;
+  co.gram = o.method == "o-prune";
+  const MergeCalibration calib = calibrate_merge(*model, *tok, co);
   std::map<int64_t, LayerPlan> plans;
-  for (const LayerCalibration& c : calib.layers) plans[c.layer] = plan_layer(c, o);
+  for (const LayerCalibration& c : calib.layers) plans[c.layer] = plan_layer(c, o, cfg);
 
   // Expert tensors are renumbered 0..r-1, routers get r rows, everything else is copied.
   static const std::regex expert_re(R"(^(model\.layers\.(\d+)\.(?:block_sparse_moe|mlp))\.experts\.(\d+)\.(.+)$)");
@@ -184,8 +210,10 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
               {"router_row_of", p.representative},
               {"frequency", to_vector(c.frequency)},
               {"soft_score", to_vector(c.soft_score)},
+              {"reap", to_vector(c.reap)},
               {"output_error", err}};
     if (!p.heights.empty()) l["merge_heights"] = p.heights;
+    if (!p.extra.empty()) l["o_prune"] = p.extra;
     layers.push_back(l);
   }
   json report = {{"model", model_dir},
@@ -197,6 +225,7 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
                                   {"tokens", calib.tokens}, {"error_tokens", calib.layers.front().inputs.size(0)}}},
                  {"mean_output_error", error_sum / static_cast<double>(calib.layers.size())},
                  {"layers", layers}};
+  if (o.method == "o-prune") report["max_subsets"] = o.max_subsets;
   if (o.method == "hc-smoe" || o.method == "kmeans") {
     if (o.method == "hc-smoe") report["linkage"] = o.linkage;
     if (o.method == "kmeans") report["seed"] = o.seed;
