@@ -1,100 +1,11 @@
 // Bad input and user mistakes (issue 22): JSON nested absurdly deep or holding numbers out of range,
-// safetensors headers with very many entries, FIFOs where model files belong and outputs pointed at
-// a user's file. Each is refused with one line naming the file, without crashing, hanging or
-// touching a pre-existing file.
-#include <fcntl.h>
-#include <gtest/gtest.h>
-#include <sys/stat.h>
-#include <unistd.h>
+// safetensors headers with very many entries, FIFOs where model files belong, outputs pointed at
+// a user's file, model sizes that would exhaust memory before any check (class 4) and errors that
+// did not name their file (class 5). Each is refused with one line naming the file, without
+// crashing, hanging or touching a pre-existing file.
+#include "bad_input_util.h"
 
-#include <array>
-#include <chrono>
-#include <cstdio>
-#include <future>
-#include <map>
-#include <string>
-#include <vector>
-
-#include "eval/jsonl.h"
-#include "io/checkpoint.h"
-#include "io/safetensors.h"
-#include "test_helpers.h"
-#include "util/error.h"
-#include "util/fs.h"
-#include "util/hash.h"
-#include "util/json.h"
-
-using namespace mf;
-using mf::testing_helpers::CliRun;
-using mf::testing_helpers::error_of;
-
-namespace {
-
-std::string fresh_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/mf_bad_input/" + name;
-  remove_all(d);
-  make_dirs(d);
-  return d;
-}
-
-// `levels` nested arrays around nothing: [[[...]]].
-std::string nested(size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); }
-
-// `moeforge -q ARGS`, stdout and stderr merged, killed after 60 s (exit 124) rather than hanging.
-CliRun run_bounded(const std::string& args) {
-  const std::string cmd = "timeout 60 " + std::string(MOEFORGE_BIN) + " -q " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return {-1, "", "popen failed"};
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, ""};
-}
-
-// The mf::Error message of f(), run on another thread. A call still blocked (on opening or reading
-// the FIFO) after 5 s fails the test and is then released by opening and closing the FIFO's write
-// end, so a regression shows as a failure, not as a hung test binary.
-std::string error_without_blocking(const std::string& fifo, const std::function<void()>& f) {
-  auto result = std::async(std::launch::async, [&f] { return error_of(f); });
-  if (result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
-    ADD_FAILURE() << "blocked on the FIFO " << fifo;
-    while (result.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
-      const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
-      if (fd >= 0) ::close(fd);
-    }
-  }
-  return result.get();
-}
-
-// A safetensors header of `n` one-byte U8 tensors t000000, t000001, ... laid end to end; the last
-// one is named `last_name` when given.
-std::string many_tensors_header(size_t n, const std::string& last_name = "") {
-  std::string h = "{";
-  h.reserve(n * 70);
-  char name[32], entry[160];
-  for (size_t i = 0; i < n; ++i) {
-    std::snprintf(name, sizeof name, "t%06zu", i);
-    const std::string key = i + 1 == n && !last_name.empty() ? last_name : std::string(name);
-    std::snprintf(entry, sizeof entry, "%s\"%s\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[%zu,%zu]}",
-                  i ? "," : "", key.c_str(), i, i + 1);
-    h += entry;
-  }
-  return h + "}";
-}
-
-// 8-byte little-endian header length + header + data.
-std::string safetensors_bytes(const std::string& header, const std::string& data) {
-  std::string out(8, '\0');
-  const uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(n >> (8 * i));
-  return out + header + data;
-}
-
-const char* kNotOverwritten = ": exists and is not a directory (not overwritten)";
-
-}  // namespace
+using namespace mf::bad_input;
 
 // ---- JSON: depth limit and number overflow ----
 
@@ -289,3 +200,5 @@ TEST(BadInput, CliConvertAndProfileKeepAUserFileAtOut) {
   EXPECT_EQ(read_file(f), "user data\n");
   EXPECT_EQ(list_dir(dir), (std::vector<std::string>{"data.jsonl", "notes.txt"}));
 }
+
+// ---- class 4: sizes validated before anything is allocated ----

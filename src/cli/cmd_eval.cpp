@@ -3,6 +3,7 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "cli/vocab_check.h"
 #include "eval/model_scorer.h"
 #include "eval/report.h"
 #include "eval/yaml_task.h"
@@ -117,9 +118,7 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
     // Attached for the whole run (the adapters detach when `adapter` goes out of scope).
     std::shared_ptr<LoraAdapters> adapter;
     if (!a->adapter.empty()) adapter = load_peft_adapter(*model, a->adapter);
-    if (tokenizer->vocab_size() > model->config().vocab_size)
-      fail_file(a->model, cat("tokenizer has ", tokenizer->vocab_size(), " tokens but the model's vocabulary is ",
-                              model->config().vocab_size));
+    check_tokenizer_fits_model(*tokenizer, model->config(), a->model);
     eval::TokenizerEncoder encoder(*tokenizer);
     eval::TransformerScorer scorer(model, a->max_length);
 

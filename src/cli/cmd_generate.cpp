@@ -4,6 +4,7 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "cli/vocab_check.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -53,6 +54,7 @@ void add_generate_command(CLI::App& app, const GlobalOptions& globals) {
     std::shared_ptr<LoraAdapters> adapter;  // attached for the whole run
     if (!o->adapter.empty()) adapter = load_peft_adapter(*model, o->adapter);
     auto tok = Tokenizer::load(o->model);
+    check_tokenizer_fits_model(*tok, model->config(), o->model);
     std::string text = o->prompt;
     if (o->chat) {
       std::vector<ChatMessage> msgs;

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "io/checkpoint.h"
 #include "model/model.h"
+#include "model/size_limits.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -28,6 +29,9 @@ void add_init_command(CLI::App& app, const GlobalOptions&) {
   cmd->callback([a]() {
     ModelConfig cfg = read_model_config(a->config);
     at::ScalarType dtype = parse_dtype(a->dtype);
+    // The weights are made in fp32 and then converted: both copies live for a moment.
+    check_model_fits_memory(cfg, dtype == at::kFloat ? 4.0 : 4.0 + static_cast<double>(c10::elementSize(dtype)),
+                            "to initialise");
     SaveOptions options;
     options.max_shard_bytes = parse_size(a->shard_size);
     options.copy_aux_from = a->tokenizer;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/vocab_check.h"
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "tokenizer/tokenizer.h"
@@ -41,6 +42,7 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
     std::shared_ptr<LoraAdapters> adapter;  // attached for the whole run
     if (!o->adapter.empty()) adapter = load_peft_adapter(*model, o->adapter);
     auto tok = Tokenizer::load(o->model);
+    check_tokenizer_fits_model(*tok, model->config(), o->model);
     auto ids32 = tok->encode(text, /*add_special_tokens=*/true);
     std::vector<int64_t> ids(ids32.begin(), ids32.end());
     if (ids.size() < 2) fail_file(o->text, "needs at least 2 tokens of text");

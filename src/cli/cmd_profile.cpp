@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/vocab_check.h"
 #include "model/model.h"
 #include "profile/profile.h"
 #include "tokenizer/tokenizer.h"
@@ -53,6 +54,7 @@ void add_profile_command(CLI::App& app, const GlobalOptions& globals) {
     auto model = Model::load(o->model, lo);
     model->eval();
     auto tok = Tokenizer::load(o->model);
+    check_tokenizer_fits_model(*tok, model->config(), o->model);
     o->p.model_path = o->model;
     o->p.dtype = o->dtype;
     json info = run_profile(*model, *tok, o->p);

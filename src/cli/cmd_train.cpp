@@ -8,6 +8,7 @@
 #include "model/config.h"
 #include "model/load.h"
 #include "model/model.h"
+#include "model/size_limits.h"
 #include "tokenizer/tokenizer.h"
 #include "train/pretrain.h"
 #include "train/pretrain_model.h"
@@ -57,6 +58,8 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
     cfg.trainer.progress = !globals.quiet;
     const ModelConfig mcfg = parse_model_config(cfg.model, cfg.init.empty() ? opts->config : cfg.init);
+    // fp32 weights, their gradients and AdamW's two moments, before a byte of it is allocated.
+    check_model_fits_memory(mcfg, 16.0, "to train with AdamW in fp32");
     auto tok = Tokenizer::load(cfg.tokenizer);
     if (tok->vocab_size() > mcfg.vocab_size)
       fail_file(opts->config, "model.vocab_size is smaller than the tokenizer's vocabulary");

@@ -312,6 +312,7 @@ class Parser {
     if (std::isdigit(static_cast<unsigned char>(c))) {
       size_t b = p_;
       while (p_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[p_]))) ++p_;
+      if (p_ - b > 18) err("integer " + s_.substr(b, p_ - b) + " is too large");  // std::stoll would throw
       return std::stoll(s_.substr(b, p_ - b));
     }
     std::string name = ident();

@@ -151,6 +151,9 @@ TaskDef parse_one(const YAML::Node& node, const std::string& origin) {
   if (!target.IsScalar()) fail(where + ": 'doc_to_target' must be a template, a field name or an integer");
   const std::string target_src = target.as<std::string>();
   if (is_digits(target_src) && target.Tag() != "!") {
+    // A fixed choice index; 19 digits and more may not fit in int64 (std::stoll would throw).
+    if (target_src.size() > 18)
+      fail(where + ": 'doc_to_target' " + target_src + " is too large for a choice index");
     const int64_t fixed = std::stoll(target_src);
     t.doc_to_target = [fixed](const json&) { return TextOrIndex::of(fixed); };
   } else {

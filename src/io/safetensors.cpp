@@ -319,6 +319,9 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
     for (int64_t i = 0; i < info->numel(); ++i) dst[i] = e4m3 ? decode_e4m3(src[i]) : decode_e5m2(src[i]);
     return out;
   }
+  if (info->dtype == StDType::U16 || info->dtype == StDType::U32 || info->dtype == StDType::U64)
+    fail_file(path_, cat("tensor '", name, "' has dtype ", st_dtype_name(info->dtype),
+                         ", which moeforge cannot load (libtorch has no unsigned type wider than U8)"));
   at::ScalarType type = st_to_torch(info->dtype);
   int size = st_dtype_size(info->dtype);
   if (info->numel() == 0) return at::empty(info->shape, type);

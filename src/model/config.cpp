@@ -5,6 +5,7 @@
 
 #include "model/config_parse.h"
 #include "model/family.h"
+#include "model/size_limits.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/str.h"
@@ -29,7 +30,8 @@ bool ModelConfig::layer_is_moe(int64_t l) const {
   if (num_experts <= 0) return false;
   if (family == Family::moeforge) return std::binary_search(moe_layers.begin(), moe_layers.end(), l);
   if (family != Family::qwen2_moe) return true;
-  if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), l) != mlp_only_layers.end()) return false;
+  // Sorted without repeats by the Qwen2-MoE parser (qwen2_moe.cpp): no linear scan per layer.
+  if (std::binary_search(mlp_only_layers.begin(), mlp_only_layers.end(), l)) return false;
   return decoder_sparse_step > 0 && (l + 1) % decoder_sparse_step == 0;
 }
 
@@ -232,6 +234,8 @@ ModelConfig parse_model_config(const json& j, const std::string& origin) {
   family->parse(j, o, c);
   // moeforge parses its base family through this function, so for it this already ran (a no-op).
   if (c.max_position_embeddings <= 0) c.max_position_embeddings = 2048;
+  // Before anything is sized by it: every dimension, and the tensors and parameters they imply.
+  check_model_size_limits(c);
   return c;
 }
 

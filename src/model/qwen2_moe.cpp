@@ -3,6 +3,8 @@
 // softmax -> top-k, renormalised only if norm_topk_prob, plus a shared expert scaled per token
 // by sigmoid(shared_expert_gate(x)). Other layers keep a dense MLP of intermediate_size.
 // Auxiliary loss: HF's load balancing, router_aux_loss_coef, pooled over layers.
+#include <algorithm>
+
 #include "model/config_parse.h"
 #include "model/family.h"
 #include "model/model.h"
@@ -39,10 +41,15 @@ void parse_qwen2_moe(const json& j, const std::string& o, ModelConfig& c) {
       if (!v.is_number_integer()) fail_file(o, "key 'mlp_only_layers' must be a list of integers");
       c.mlp_only_layers.push_back(v.get<int64_t>());
     }
+    // Sorted without repeats: ModelConfig::layer_is_moe looks layers up by binary search.
+    std::sort(c.mlp_only_layers.begin(), c.mlp_only_layers.end());
+    c.mlp_only_layers.erase(std::unique(c.mlp_only_layers.begin(), c.mlp_only_layers.end()), c.mlp_only_layers.end());
   }
-  // intermediate_size is optional only when every layer is an MoE layer (needs c.family set).
-  bool any_dense = false;
-  for (int64_t l = 0; l < c.num_layers; ++l) any_dense |= !c.layer_is_moe(l);
+  // intermediate_size is optional only when every layer is an MoE layer. Decided without a loop
+  // over the layers (num_hidden_layers is bounded only after the family's parser): with a step
+  // above 1 layer 0 is dense, with step 1 exactly the listed layers are.
+  bool any_dense = c.num_layers > 0 && c.decoder_sparse_step > 1;
+  for (int64_t l : c.mlp_only_layers) any_dense |= l >= 0 && l < c.num_layers;
   if (any_dense && !j.contains("intermediate_size"))
     fail_file(o, "missing key 'intermediate_size' (needed by the dense layers)");
   check_positive(c.intermediate_size, "intermediate_size", o);

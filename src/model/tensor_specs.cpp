@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "model/config.h"
+#include "model/size_limits.h"
 #include "moe/routers/registry.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -133,6 +134,17 @@ void validate_tensors(const ModelConfig& c, const std::map<std::string, std::vec
     auto it = file_of.find(stored);
     return it == file_of.end() ? origin : it->second;
   };
+  // A config implying far more than the checkpoint holds (num_hidden_layers: 100000 over a
+  // 6-layer file) is refused naming config.json before its tensor list is built.
+  double stored_tensors = 0, stored_parameters = 0;
+  for (const auto& [name, shape] : present) {
+    if (is_ignorable_tensor(c, name)) continue;
+    double n = 1;
+    for (int64_t d : shape) n *= static_cast<double>(d);
+    stored_tensors += 1;
+    stored_parameters += n;
+  }
+  check_config_against_checkpoint(c, stored_tensors, stored_parameters);
   std::map<std::string, std::string> canonical;  // canonical name -> stored name
   for (const auto& [name, shape] : present) {
     if (is_ignorable_tensor(c, name)) continue;

@@ -6,6 +6,7 @@
 
 #include "tokenizer/unicode.h"
 #include "tokenizer/json_fields.h"
+#include "tokenizer/token_ids.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/str.h"
@@ -23,6 +24,7 @@ BpeModel::BpeModel(std::unordered_map<std::string, int32_t> vocab,
   int32_t max_id = -1;
   for (const auto& [tok, id] : vocab_) {
     if (id < 0) fail_file(origin, cat("vocab: negative id ", id, " for token '", tok, "'"));
+    if (id > kMaxTokenId) fail_file(origin, cat("vocab: id ", id, " of token '", tok, "' is above the limit of ", kMaxTokenId));
     max_id = std::max(max_id, id);
   }
   id_to_token_.assign(size_t(max_id + 1), std::string());
@@ -202,7 +204,11 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const nlohmann::json& m, const std
   vocab.reserve(m["vocab"].size() * 2);
   for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
     if (!it.value().is_number_integer()) fail_file(origin, cat("model.vocab: id of '", it.key(), "' is not an integer"));
-    vocab.emplace(it.key(), it.value().get<int32_t>());
+    const int64_t id = json_integer_saturated(it.value());
+    if (id < 0) fail_file(origin, cat("vocab: negative id ", it.value().dump(), " for token '", it.key(), "'"));
+    if (id > kMaxTokenId)
+      fail_file(origin, cat("model.vocab: id ", it.value().dump(), " of '", it.key(), "' is above the limit of ", kMaxTokenId));
+    vocab.emplace(it.key(), static_cast<int32_t>(id));
   }
   std::vector<std::pair<std::string, std::string>> merges;
   merges.reserve(m["merges"].size());

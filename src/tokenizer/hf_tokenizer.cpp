@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "tokenizer/json_fields.h"
+#include "tokenizer/token_ids.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -46,8 +47,11 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const json& j, const std::st
             !a["content"].is_string())
           fail_file(origin, "added_tokens: every entry needs an integer 'id' and a string 'content'");
         AddedToken at;
-        at.id = a["id"].get<int32_t>();
+        const int64_t id = json_integer_saturated(a["id"]);
         at.content = a["content"].get<std::string>();
+        if (id > kMaxTokenId)
+          fail_file(origin, cat("added token '", at.content, "' has id ", a["id"].dump(), ", above the limit of ", kMaxTokenId));
+        at.id = id < 0 ? -1 : static_cast<int32_t>(id);
         at.special = tokjson::get_bool(a, "special", false, origin);
         at.single_word = tokjson::get_bool(a, "single_word", false, origin);
         at.lstrip = tokjson::get_bool(a, "lstrip", false, origin);
@@ -72,7 +76,11 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_gpt2_files(const std::string& voc
   std::unordered_map<std::string, int32_t> vocab;
   for (auto it = vj.begin(); it != vj.end(); ++it) {
     if (!it.value().is_number_integer()) fail_file(vocab_path, cat("id of '", it.key(), "' is not an integer"));
-    vocab.emplace(it.key(), it.value().get<int32_t>());
+    const int64_t id = json_integer_saturated(it.value());
+    if (id < 0) fail_file(vocab_path, cat("vocab: negative id ", it.value().dump(), " for token '", it.key(), "'"));
+    if (id > kMaxTokenId)
+      fail_file(vocab_path, cat("id ", it.value().dump(), " of '", it.key(), "' is above the limit of ", kMaxTokenId));
+    vocab.emplace(it.key(), static_cast<int32_t>(id));
   }
   std::vector<std::pair<std::string, std::string>> merges;
   const std::string text = read_file(merges_path);
@@ -117,6 +125,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_gpt2_files(const std::string& voc
         } catch (...) {
           fail_file(cfg_path, cat("added_tokens_decoder: key '", it.key(), "' is not an id"));
         }
+        if (at.id < 0 || at.id > kMaxTokenId)
+          fail_file(cfg_path, cat("added_tokens_decoder: id ", it.key(), " is outside 0..", kMaxTokenId));
         at.content = tokjson::get_string(a, "content", "", cfg_path);
         if (at.content.empty() || at.content == eot) continue;
         at.special = tokjson::get_bool(a, "special", false, cfg_path);

@@ -145,9 +145,17 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
   for (const auto& f : config.train_files)
     for (auto& d : read_documents_jsonl(f)) train_texts.push_back(std::move(d.text));
   if (train_texts.empty()) fail_file(config.train_files.front(), "no documents");
+  const size_t train_documents = train_texts.size();
   PackedSequences train(build_token_stream(train_texts, tokenizer.encode, tokenizer.eos_id, "tokenize train"),
                         config.seq_len);
   train_texts = {};
+  // Too little text for one batch: named here, with its file (the batch loader only knows counts).
+  if (train.size() < opt.batch_size * opt.world_size)
+    fail_file(config.train_files.size() == 1 ? config.train_files.front() : config.path,
+              cat(train_documents, train_documents == 1 ? " document" : " documents", " of ", train.stream_tokens(),
+                  train_documents == 1 ? " tokens makes " : " tokens make ", train.size(), " training sequences of ",
+                  config.seq_len + 1,
+                  " tokens, fewer than one batch of ", opt.batch_size * opt.world_size));
   if (train.max_token() >= vocab)
     fail_file(config.tokenizer, cat("token id ", train.max_token(), " outside the model vocabulary of ", vocab));
   std::map<std::string, std::vector<std::string>> by_domain;

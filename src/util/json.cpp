@@ -1,5 +1,6 @@
 #include "util/json.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "util/error.h"
@@ -84,7 +85,12 @@ template <> const char* type_name<std::string>() { return "a string"; }
 template <typename T>
 bool has_type(const json& v) {
   if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
-  else if constexpr (std::is_integral_v<T>) return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
+  // A float counts when it is a whole number within int64 (1e9 as num_hidden_layers); the range test
+  // comes first: casting 1e20 to int64 is undefined behaviour.
+  else if constexpr (std::is_integral_v<T>)
+    return v.is_number_integer() ||
+           (v.is_number_float() && std::fabs(v.get<double>()) < 9.2e18 &&
+            v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
   else if constexpr (std::is_floating_point_v<T>) return v.is_number();
   else return v.is_string();
 }

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "util/error.h"
 
@@ -92,8 +93,17 @@ uint64_t parse_size(const std::string& text) {
   std::string t = trim(text);
   size_t i = 0;
   while (i < t.size() && (std::isdigit(static_cast<unsigned char>(t[i])) || t[i] == '.')) ++i;
-  if (i == 0) throw UsageError("invalid size '" + text + "' (expected e.g. 5GB, 500MB, 1GiB)");
-  double value = std::stod(t.substr(0, i));
+  // Digits with at most one '.', all of it a number ("." or "1.2.3" are not; std::stod threw or
+  // silently stopped at the second '.').
+  const std::string number = t.substr(0, i);
+  size_t dots = 0;
+  for (char c : number) dots += c == '.';
+  if (number.find_first_of("0123456789") == std::string::npos || dots > 1)
+    throw UsageError("invalid size '" + text + "' (expected e.g. 5GB, 500MB, 1GiB)");
+  char* end = nullptr;
+  const double value = std::strtod(number.c_str(), &end);
+  if (end != number.c_str() + number.size())
+    throw UsageError("invalid size '" + text + "' (expected e.g. 5GB, 500MB, 1GiB)");
   std::string unit = trim(t.substr(i));
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   double mult = 1;
@@ -109,6 +119,7 @@ uint64_t parse_size(const std::string& text) {
   else throw UsageError("invalid size unit in '" + text + "' (use B, KB, MB, GB, KiB, MiB, GiB)");
   double bytes = value * mult;
   if (!(bytes >= 1)) throw UsageError("size must be at least 1 byte: '" + text + "'");
+  if (!(bytes < 18446744073709551616.0)) throw UsageError("size '" + text + "' is too large (at most 2^64 - 1 bytes)");
   return static_cast<uint64_t>(bytes);
 }
 
