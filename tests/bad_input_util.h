@@ -49,16 +49,7 @@ inline std::string nested(size_t levels) { return std::string(levels, '[') + std
 // `moeforge -q ARGS`, stdout and stderr merged, killed after 60 s (exit 124) rather than hanging.
 // `env`: variable assignments for the command ("MOEFORGE_MAX_MEMORY=64MiB").
 inline CliRun run_bounded(const std::string& args, const std::string& env = "") {
-  const std::string cmd =
-      (env.empty() ? "" : env + " ") + "timeout 60 " + std::string(MOEFORGE_BIN) + " -q " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return {-1, "", "popen failed"};
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, ""};
+  return mf::testing_helpers::run_moeforge("-q " + args, true, (env.empty() ? "" : env + " ") + "timeout 60 ");
 }
 
 // The mf::Error message of f(), run on another thread. A call still blocked (on opening or reading

@@ -108,26 +108,18 @@ TEST(BadInput, ConfigFarBeyondTheCheckpointNamesConfigJson) {
             "m: missing tensor model.layers.2.self_attn.q_proj.weight");
 }
 
-TEST(BadInput, CliInfoAndConvertRefuseAbsurdLayerCounts) {
-  const std::string d = model_copy("tiny", "cli_layers", [](json& c) { c["num_hidden_layers"] = 1e9; });
-  const auto before = snapshot(d);
-  const std::string msg = d + "/config.json: key 'num_hidden_layers' is 1000000000, above the limit of 100000";
-  expect_refused(run_bounded("info " + d), 1, msg);
-  const std::string out = fresh_dir("cli_layers_out") + "/converted";
-  expect_refused(run_bounded("convert " + d + " --out " + out), 1, msg);
-  EXPECT_FALSE(path_exists(out));
-  EXPECT_EQ(snapshot(d), before);
-}
-
-TEST(BadInput, CliInfoAndConvertRefuseAbsurdExpertCounts) {
-  const std::string d = model_copy("tiny-mixtral", "cli_experts", [](json& c) { c["num_local_experts"] = 1e9; });
-  const auto before = snapshot(d);
-  const std::string msg = d + "/config.json: key 'num_local_experts' is 1000000000, above the limit of 100000";
-  expect_refused(run_bounded("info " + d), 1, msg);
-  const std::string out = fresh_dir("cli_experts_out") + "/converted";
-  expect_refused(run_bounded("convert " + d + " --out " + out), 1, msg);
-  EXPECT_FALSE(path_exists(out));
-  EXPECT_EQ(snapshot(d), before);
+TEST(BadInput, CliInfoAndConvertRefuseAbsurdLayerAndExpertCounts) {
+  for (const auto& [model, key] : std::vector<std::pair<std::string, std::string>>{
+           {"tiny", "num_hidden_layers"}, {"tiny-mixtral", "num_local_experts"}}) {
+    const std::string d = model_copy(model, "cli_" + key, [&key = key](json& c) { c[key] = 1e9; });
+    const auto before = snapshot(d);
+    const std::string msg = d + "/config.json: key '" + key + "' is 1000000000, above the limit of 100000";
+    expect_refused(run_bounded("info " + d), 1, msg);
+    const std::string out = fresh_dir("cli_" + key + "_out") + "/converted";
+    expect_refused(run_bounded("convert " + d + " --out " + out), 1, msg);
+    EXPECT_FALSE(path_exists(out));
+    EXPECT_EQ(snapshot(d), before);
+  }
 }
 
 TEST(BadInput, CliInfoRefusesAConfigFarBeyondItsCheckpoint) {

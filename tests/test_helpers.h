@@ -29,10 +29,12 @@ struct CliRun {
   std::string err;  // stderr when not merged
 };
 
-// Runs the built `moeforge ARGS` (MOEFORGE_BIN) through the shell.
-inline CliRun run_moeforge(const std::string& args, bool merge_stderr = false) {
+// Runs the built `moeforge ARGS` (MOEFORGE_BIN) through the shell; `prefix` goes before the
+// binary (environment assignments, `timeout 60`).
+inline CliRun run_moeforge(const std::string& args, bool merge_stderr = false, const std::string& prefix = "") {
   const std::string err_file = ::testing::TempDir() + "/moeforge_stderr.txt";
-  const std::string cmd = std::string(MOEFORGE_BIN) + " " + args + (merge_stderr ? " 2>&1" : " 2>" + err_file);
+  const std::string cmd =
+      prefix + std::string(MOEFORGE_BIN) + " " + args + (merge_stderr ? " 2>&1" : " 2>" + err_file);
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "", "popen failed"};
   std::string out;
