@@ -47,8 +47,8 @@ void parse_qwen2_moe(const json& j, const std::string& o, ModelConfig& c) {
   }
   // intermediate_size is optional only when every layer is an MoE layer. Decided without a loop
   // over the layers (num_hidden_layers is bounded only after the family's parser): with a step
-  // above 1 layer 0 is dense, with step 1 exactly the listed layers are.
-  bool any_dense = c.num_layers > 0 && c.decoder_sparse_step > 1;
+  // above 1 layer 0 is dense, with a step <= 0 every layer is, with step 1 exactly the listed ones.
+  bool any_dense = c.num_layers > 0 && c.decoder_sparse_step != 1;
   for (int64_t l : c.mlp_only_layers) any_dense |= l >= 0 && l < c.num_layers;
   if (any_dense && !j.contains("intermediate_size"))
     fail_file(o, "missing key 'intermediate_size' (needed by the dense layers)");
