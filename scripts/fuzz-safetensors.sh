@@ -11,7 +11,7 @@ if [ ! -x "$out/fuzz_safetensors" ] || [ -n "$(find src/io src/util fuzz -newer 
   clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -D_GLIBCXX_USE_CXX11_ABI=1 -Isrc -I/usr/include/torch/csrc/api/include \
     fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp src/util/error.cpp src/util/str.cpp src/util/fs.cpp \
-    src/util/json.cpp -ltorch_cpu -lc10 -o "$out/fuzz_safetensors"
+    src/util/json.cpp src/util/log.cpp src/util/progress.cpp -ltorch_cpu -lc10 -o "$out/fuzz_safetensors"
 fi
 # Seeds: the committed corpus (small valid and invalid files).
 exec "$out/fuzz_safetensors" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=4096 \

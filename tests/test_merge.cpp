@@ -12,6 +12,8 @@
 #include "io/checkpoint.h"
 #include "merge/merge.h"
 #include "merge/oprune.h"
+#include "model/model.h"
+#include "model/moe_ffn.h"
 #include "upcycle/upcycle.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -255,4 +257,47 @@ TEST(Merge, OPruneHasTheLowestOutputErrorOfThePruningMethods) {
       EXPECT_LE(o["output_error"].get<double>(), r["layers"][l]["output_error"].get<double>() * (1 + 1e-6) + 1e-9)
           << method << " layer " << l;
   }
+}
+
+TEST(Merge, ExactOutputReproducesTheInMemoryMergedModel) {
+  // In memory: the original Mixtral with every expert's weights replaced by its cluster's merged
+  // weights (tied experts, the paper's forward: original router, original top-k). Saved: the
+  // moeforge-family checkpoint with the original router and the expert map.
+  MergeOptions o = options("hc-smoe", 2);
+  o.output = "exact";
+  const std::string out = fresh("exact");
+  const json report = run_merge(mixtral(true), o, out);
+  const Checkpoint merged = Checkpoint::open(out);
+  EXPECT_EQ(merged.config()["model_type"], "moeforge");
+  EXPECT_EQ(merged.config()["router"]["type"], "merged");
+  std::shared_ptr<Model> tied = Model::load(mixtral(true), {at::kFloat, at::kCPU});
+  {
+    at::NoGradGuard ng;
+    for (const json& l : report["layers"]) {
+      const int64_t layer = l["layer"].get<int64_t>();
+      auto block = std::dynamic_pointer_cast<MoeFFN>(tied->ffn(layer));
+      ASSERT_TRUE(block);
+      const auto clusters = l["clusters"].get<std::vector<std::vector<int64_t>>>();
+      for (size_t c = 0; c < clusters.size(); ++c)
+        for (int64_t j : clusters[c]) {
+          const std::string pre = cat("model.layers.", layer, ".mlp.experts.", c, ".");
+          block->experts[j]->gate->weight.copy_(merged.get(pre + "gate_proj.weight", at::kFloat));
+          block->experts[j]->up->weight.copy_(merged.get(pre + "up_proj.weight", at::kFloat));
+          block->experts[j]->down->weight.copy_(merged.get(pre + "down_proj.weight", at::kFloat));
+        }
+    }
+  }
+  std::shared_ptr<Model> exact = Model::load(out, {at::kFloat, at::kCPU});
+  tied->eval();
+  exact->eval();
+  at::NoGradGuard ng;
+  const at::Tensor ids = at::tensor({1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889}, at::kLong)
+                             .unsqueeze(0);
+  const at::Tensor a = tied->forward(ids), b = exact->forward(ids);
+  EXPECT_LT((a - b).abs().max().item<double>(), 1e-5);
+  // The paper's forward differs from the stock approximation.
+  MergeOptions s = options("hc-smoe", 2);
+  const std::string stock_dir = fresh("exact_vs_stock");
+  run_merge(mixtral(true), s, stock_dir);
+  EXPECT_GT((Model::load(stock_dir, {at::kFloat, at::kCPU})->forward(ids) - a).abs().max().item<double>(), 1e-4);
 }

@@ -25,6 +25,8 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--merge", a->o.merge, "hc-smoe weights: freq (usage frequency) | average")->capture_default_str();
   cmd->add_option("--router", a->o.router, "router row of a merged expert: dominant | weighted")->capture_default_str();
   cmd->add_option("--seed", a->o.seed, "kmeans: k-means++ draws; o-prune: the subset sample")->capture_default_str();
+  cmd->add_option("--output", a->o.output, "stock (r-row router, any family) | exact (original router + expert map; Mixtral)")
+      ->capture_default_str();
   cmd->add_option("--max-subsets", a->o.max_subsets, "o-prune: exhaustive up to this many subsets, else a sample of this many")
       ->capture_default_str()->check(positive());
   cmd->add_option("--seq-len", a->o.calib.seq_len, "calibration block length (default min(2048, max positions))")

@@ -1,6 +1,7 @@
 #include "merge/merge.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <regex>
@@ -130,12 +131,104 @@ at::Tensor router_rows(const at::Tensor& gate, const LayerPlan& p, const std::st
   return at::stack(rows, 0);
 }
 
+// Expert tensor names of the three families: group 1 the MoE block, 2 the layer, 3 the expert,
+// 4 the rest ("w1.weight", "gate_proj.weight").
+const std::regex& expert_name() {
+  static const std::regex re(R"(^(model\.layers\.(\d+)\.(?:block_sparse_moe|mlp))\.experts\.(\d+)\.(.+)$)");
+  return re;
+}
+const std::regex& router_name() {
+  static const std::regex re(R"(^model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.gate\.weight$)");
+  return re;
+}
+
+// Output expert i of every layer, for each projection `rest`: `emit(layer, i, rest, tensor)`.
+void for_each_output_expert(const Checkpoint& ck, const std::map<int64_t, LayerPlan>& plans, const std::string& name,
+                            const std::function<void(const std::smatch&, size_t, at::Tensor)>& emit) {
+  std::smatch m;
+  if (!std::regex_match(name, m, expert_name()) || m[3] != "0") return;  // all outputs when expert 0 comes by
+  const LayerPlan& p = plans.at(std::stoll(m[2]));
+  for (size_t i = 0; i < p.members.size(); ++i) {
+    std::vector<std::string> names;
+    for (int64_t j : p.members[i]) names.push_back(cat(m[1].str(), ".experts.", j, ".", m[4].str()));
+    emit(m, i, combine(ck, names, p.weights[i]));
+  }
+}
+
+// The stock layout with r experts: expert tensors renumbered 0..r-1, routers with r rows.
+void stock_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::map<int64_t, LayerPlan>& plans,
+                      const MergeOptions& o, json& config, std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  for (const std::string& name : ck.names()) {
+    std::smatch m;
+    if (std::regex_match(name, m, router_name())) {
+      tensors.emplace_back(name, router_rows(ck.get(name), plans.at(std::stoll(m[1])), o.router));
+    } else if (std::regex_match(name, m, expert_name())) {
+      for_each_output_expert(ck, plans, name, [&](const std::smatch& mm, size_t i, at::Tensor t) {
+        tensors.emplace_back(cat(mm[1].str(), ".experts.", i, ".", mm[4].str()), std::move(t));
+      });
+    } else {
+      tensors.emplace_back(name, ck.get(name));
+    }
+  }
+  config = ck.config();
+  config[cfg.model_type == "mixtral" ? "num_local_experts" : "num_experts"] = o.experts;
+  config["num_experts_per_tok"] = std::min(cfg.num_experts_per_tok, o.experts);
+}
+
+// The exact N -> r layout (docs/merge.md): a moeforge-family checkpoint over the Mixtral model's
+// Mistral base whose MoE layers keep the original N-row router and map each original expert to
+// its merged expert (router.type merged), so a token's weight on a merged expert is the sum of
+// its selected members' weights, as in the paper.
+void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::map<int64_t, LayerPlan>& plans,
+                      const MergeOptions& o, json& config, std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  static const std::map<std::string, std::string> projection{{"w1", "gate_proj"}, {"w3", "up_proj"}, {"w2", "down_proj"}};
+  for (const std::string& name : ck.names()) {
+    std::smatch m;
+    if (std::regex_match(name, m, router_name())) {
+      tensors.emplace_back(cat("model.layers.", m[1].str(), ".mlp.router.weight"), ck.get(name));
+    } else if (std::regex_match(name, m, expert_name())) {
+      for_each_output_expert(ck, plans, name, [&](const std::smatch& mm, size_t i, at::Tensor t) {
+        const std::string rest = mm[4].str(), proj = rest.substr(0, rest.find('.'));
+        tensors.emplace_back(cat("model.layers.", mm[2].str(), ".mlp.experts.", i, ".", projection.at(proj),
+                                 rest.substr(proj.size())),
+                             std::move(t));
+      });
+    } else {
+      tensors.emplace_back(name, ck.get(name));
+    }
+  }
+  json maps = json::array(), sizes = json::array(), layers = json::array();
+  for (const auto& [layer, p] : plans) {
+    std::vector<int64_t> map(static_cast<size_t>(cfg.num_experts));
+    for (size_t i = 0; i < p.members.size(); ++i)
+      for (int64_t j : p.members[i]) map[static_cast<size_t>(j)] = static_cast<int64_t>(i);
+    maps.push_back(map);
+    sizes.push_back(std::vector<int64_t>(p.members.size(), cfg.moe_intermediate_size));
+    layers.push_back(layer);
+  }
+  config = ck.config();
+  for (const char* key : {"num_local_experts", "router_aux_loss_coef", "router_jitter_noise", "output_router_logits"})
+    config.erase(key);
+  config["model_type"] = "moeforge";
+  config["architectures"] = {"MoeforgeForCausalLM"};
+  config["base_model_type"] = "mistral";
+  config["moe_layers"] = layers;
+  config["num_experts"] = o.experts;
+  config["num_experts_per_tok"] = cfg.num_experts_per_tok;
+  config["expert_sizes"] = sizes;
+  config["router"] = {{"type", "merged"},         {"score", "softmax"},     {"selection", "top_k"},
+                      {"gate", "renorm"},         {"aux_loss", "none"},     {"num_source_experts", cfg.num_experts},
+                      {"expert_maps", maps}};
+  config["moe_provenance"] = {{"merge_method", o.method}, {"source_model_type", cfg.model_type}};
+}
+
 void validate(const MergeOptions& o, const ModelConfig& cfg) {
   static const std::vector<std::string> methods{"hc-smoe", "kmeans", "o-prune", "f-prune", "s-prune", "reap"};
   if (std::find(methods.begin(), methods.end(), o.method) == methods.end())
     fail("--method: unknown method '" + o.method + "' (hc-smoe | kmeans | o-prune | f-prune | s-prune | reap)");
   if (o.merge != "freq" && o.merge != "average") fail("--merge: '" + o.merge + "' is not freq or average");
   if (o.router != "dominant" && o.router != "weighted") fail("--router: '" + o.router + "' is not dominant or weighted");
+  if (o.output != "stock" && o.output != "exact") fail("--output: '" + o.output + "' is not stock or exact");
   merge::parse_linkage(o.linkage);
   if (!cfg.is_moe()) fail_file(cfg.origin, "not an MoE model (model_type " + cfg.model_type + "): nothing to merge");
   if (cfg.model_type != "mixtral" && cfg.model_type != "qwen2_moe" && cfg.model_type != "olmoe")
@@ -143,6 +236,14 @@ void validate(const MergeOptions& o, const ModelConfig& cfg) {
   if (o.experts < 1) fail(cat("--experts must be at least 1, not ", o.experts));
   if (o.experts > cfg.num_experts)
     fail_file(cfg.origin, cat("--experts ", o.experts, " is more than the model's ", cfg.num_experts, " experts per layer"));
+  if (o.output == "exact") {
+    if (is_pruning(o.method)) fail("--output exact: pruning is already exact in the stock layout (drop --output)");
+    if (cfg.model_type != "mixtral")
+      fail_file(cfg.origin, "--output exact writes merged Mixtral models only (the moeforge family has no shared expert "
+                            "or QK-norm yet); use the stock output");
+    if (o.experts < cfg.num_experts_per_tok)
+      fail(cat("--output exact needs --experts >= the model's top-k (", cfg.num_experts_per_tok, ")"));
+  }
 }
 
 }  // namespace
@@ -162,29 +263,12 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   std::map<int64_t, LayerPlan> plans;
   for (const LayerCalibration& c : calib.layers) plans[c.layer] = plan_layer(c, o, cfg);
 
-  // Expert tensors are renumbered 0..r-1, routers get r rows, everything else is copied.
-  static const std::regex expert_re(R"(^(model\.layers\.(\d+)\.(?:block_sparse_moe|mlp))\.experts\.(\d+)\.(.+)$)");
-  static const std::regex router_re(R"(^model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.gate\.weight$)");
+  json config;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const std::string& name : ck.names()) {
-    std::smatch m;
-    if (std::regex_match(name, m, router_re)) {
-      tensors.emplace_back(name, router_rows(ck.get(name), plans.at(std::stoll(m[1])), o.router));
-    } else if (std::regex_match(name, m, expert_re)) {
-      if (m[3] != "0") continue;  // all output experts are written when expert 0's name comes by
-      const LayerPlan& p = plans.at(std::stoll(m[2]));
-      for (size_t i = 0; i < p.members.size(); ++i) {
-        std::vector<std::string> names;
-        for (int64_t j : p.members[i]) names.push_back(cat(m[1].str(), ".experts.", j, ".", m[4].str()));
-        tensors.emplace_back(cat(m[1].str(), ".experts.", i, ".", m[4].str()), combine(ck, names, p.weights[i]));
-      }
-    } else {
-      tensors.emplace_back(name, ck.get(name));
-    }
-  }
-  json config = ck.config();
-  config[cfg.model_type == "mixtral" ? "num_local_experts" : "num_experts"] = o.experts;
-  config["num_experts_per_tok"] = std::min(cfg.num_experts_per_tok, o.experts);
+  if (o.output == "exact")
+    exact_checkpoint(ck, cfg, plans, o, config, tensors);
+  else
+    stock_checkpoint(ck, cfg, plans, o, config, tensors);
   SaveOptions save;
   save.copy_aux_from = model_dir;
   save.max_shard_bytes = o.max_shard_bytes;

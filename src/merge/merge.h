@@ -16,7 +16,9 @@
 // sliced); a merged cluster's router row is its representative's (`dominant`: the member
 // closest to the cluster's mean feature) or the frequency-weighted mean of its members' rows
 // (`weighted`), an approximation of the reference's "sum of the members' probabilities",
-// whose calibration output error merge_report.json states per layer.
+// whose calibration output error merge_report.json states per layer. `--output exact` (Mixtral)
+// keeps the paper's semantics instead: a moeforge-family checkpoint with the original router
+// and the N -> r expert map (moe/routers/merged_router.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -32,6 +34,7 @@ struct MergeOptions {
   std::string linkage = "average";  // hc-smoe
   std::string merge = "freq";       // hc-smoe: freq | average
   std::string router = "dominant";  // merged clusters' router row: dominant | weighted
+  std::string output = "stock";     // stock | exact (Mixtral: moeforge family, original router + expert map)
   uint64_t seed = 0;                // kmeans: k-means++ draws; o-prune: the subset sample
   int64_t max_subsets = 100000;     // o-prune: exhaustive up to this many subsets, else a sample
   MergeCalibOptions calib;

@@ -4,6 +4,8 @@
 // layers are the base family's (llama.cpp); the MoE block is the shared MoE block (moe_ffn.h)
 // with the router of moe::router_registry() that `router.type` names (linear, mlp, avgk, or
 // any registered one) and the auxiliary loss `router.aux_loss` names (hemoe, switch, none).
+#include <algorithm>
+
 #include "model/config_parse.h"
 #include "model/family.h"
 #include "model/model.h"
@@ -26,6 +28,15 @@ std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l) {
   sel.gate = moe::parse_gate_mode(r.gate);
   s.router.score = moe::parse_score_fn(r.score);
   s.router.config = r.config;
+  if (r.type == "merged") {
+    // This layer's map from the original experts to the merged ones (router.expert_maps, one list
+    // per MoE layer in moe_layers order).
+    const size_t i = static_cast<size_t>(std::lower_bound(cfg.moe_layers.begin(), cfg.moe_layers.end(), l) -
+                                         cfg.moe_layers.begin());
+    const json& maps = r.config.value("expert_maps", json::array());
+    if (!maps.is_array() || i >= maps.size()) fail_file(cfg.origin, "router.expert_maps needs one list per MoE layer");
+    s.router.config["expert_map"] = maps[i];
+  }
   s.aux.kind = parse_aux_loss_kind(r.aux_loss);
   s.aux.coef = r.aux_loss_coef;
   if (!moe::router_registry().contains(r.type))
@@ -110,6 +121,23 @@ void parse_moeforge(const json& j, const std::string& o, ModelConfig& c) {
   if (rc.aux_loss_coef < 0) fail_file(o, "router.aux_loss_coef must be >= 0");
   if (rc.type == "avgk" && rc.score != "softmax")
     fail_file(o, "router.score \"" + rc.score + "\" is not supported with router.type avgk (softmax only)");
+  if (rc.type == "merged") {
+    // Each map lists the merged expert of every original expert (router.num_source_experts of them).
+    const int64_t n = require_int(r, "num_source_experts", o + ": router");
+    const json maps = r.value("expert_maps", json());
+    if (!maps.is_array() || maps.size() != c.moe_layers.size())
+      fail_file(o, "router.expert_maps must hold one list per MoE layer (" + std::to_string(c.moe_layers.size()) + ")");
+    for (size_t i = 0; i < maps.size(); ++i) {
+      const std::vector<int64_t> m = int_list(maps[i], "router.expert_maps[" + std::to_string(i) + "]", o);
+      if (static_cast<int64_t>(m.size()) != n)
+        fail_file(o, "router.expert_maps[" + std::to_string(i) + "] has " + std::to_string(m.size()) +
+                         " entries, router.num_source_experts is " + std::to_string(n));
+      for (int64_t e : m)
+        if (e < 0 || e >= c.num_experts)
+          fail_file(o, "router.expert_maps[" + std::to_string(i) + "] holds " + std::to_string(e) +
+                           ", not an expert index (num_experts is " + std::to_string(c.num_experts) + ")");
+    }
+  }
   c.router_aux_loss_coef = rc.aux_loss_coef;
   c.norm_topk_prob = rc.gate == "renorm";
 }

@@ -27,4 +27,14 @@ bool same_path(const std::string& a, const std::string& b);
 // non-empty directory unless `overwrite` (the message names --overwrite), nor any of `inputs`.
 void check_model_output_dir(const std::string& out, bool overwrite, const std::vector<std::string>& inputs);
 
+// Removes the leftovers of interrupted runs that wrote `path`: entries of its directory named
+// exactly `<basename(path)>.tmp-<pid>-<n>` (the temporary names of AtomicDir and AtomicFile) whose
+// <pid> is no running process (kill(pid, 0) fails with ESRCH). Leftovers of live processes (another
+// run in progress) and every other name are kept. Logs one line per removal; never throws. An
+// earlier output left at `<basename(path)>.previous-<pid>-<n>` by a run killed mid-commit (only on
+// filesystems without RENAME_EXCHANGE) is complete: it is reported (a warning), never removed. Called
+// by the AtomicDir and AtomicFile constructors. Assumes every writer runs on this host (in this PID
+// namespace).
+void remove_stale_temporaries(const std::string& path);
+
 }  // namespace mf
