@@ -142,7 +142,8 @@ const std::regex& router_name() {
   return re;
 }
 
-// Output expert i of every layer, for each projection `rest`: `emit(layer, i, rest, tensor)`.
+// When `name` is expert 0's tensor of a projection: emit(match of `name`, i, tensor) for every
+// output expert i of that layer and projection (nothing for the other experts' names).
 void for_each_output_expert(const Checkpoint& ck, const std::map<int64_t, LayerPlan>& plans, const std::string& name,
                             const std::function<void(const std::smatch&, size_t, at::Tensor)>& emit) {
   std::smatch m;
