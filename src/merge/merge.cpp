@@ -112,8 +112,8 @@ LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const Mod
 at::Tensor combine(const Checkpoint& ck, const std::vector<std::string>& names, const std::vector<double>& w) {
   const at::Tensor first = ck.get(names.front());
   if (names.size() == 1) return first;
-  at::Tensor sum = at::zeros(first.sizes(), at::kFloat);
-  for (size_t i = 0; i < names.size(); ++i) sum.add_(ck.get(names[i], at::kFloat), w[i]);
+  at::Tensor sum = first.to(at::kFloat) * w[0];  // the first member is read once
+  for (size_t i = 1; i < names.size(); ++i) sum.add_(ck.get(names[i], at::kFloat), w[i]);
   return sum.to(first.scalar_type());
 }
 
