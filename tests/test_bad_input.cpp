@@ -202,3 +202,25 @@ TEST(BadInput, CliConvertAndProfileKeepAUserFileAtOut) {
 }
 
 // ---- class 4: sizes validated before anything is allocated ----
+
+// ---- a tokenizer regex that backtracks catastrophically ----
+
+TEST(BadInput, CatastrophicTokenizerRegexNamesTheFileQuickly) {
+  const std::string dir = fresh_dir("regex_backtracking");
+  json tok = read_json_file(std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny/tokenizer.json");
+  tok["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(a+)+$"}}}, {"behavior", "Isolated"},
+                          {"invert", false}};
+  const std::string path = dir + "/tokenizer.json";
+  write_file_atomic(path, tok.dump());
+  auto tokenizer = Tokenizer::load(path);
+  // Matches that end in time still work.
+  EXPECT_FALSE(tokenizer->encode("aaaa").empty());
+  // 40 'a' then 'b': 2^40 ways to split the run before the match fails; PCRE2's match limit stops it.
+  const std::string text = std::string(40, 'a') + "b";
+  const std::string msg = path +
+                          ": regex '(a+)+$' failed on this input: match limit exceeded (catastrophic backtracking: "
+                          "rewrite the pattern)";
+  EXPECT_EQ(error_of([&] { tokenizer->encode(text); }), msg);
+  write_file_atomic(dir + "/in.txt", text);
+  expect_refused(run_bounded("tokenize " + path + " --file " + dir + "/in.txt"), 1, msg);
+}

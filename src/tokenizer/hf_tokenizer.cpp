@@ -23,6 +23,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const json& j, const std::st
                                                     const std::string& config_dir) {
   std::unique_ptr<HfTokenizer> t(new HfTokenizer());
   t->kind_ = "tokenizer.json";
+  t->origin_ = origin;
   try {
     if (!j.is_object()) fail_file(origin, "not a tokenizer.json (top level is not an object)");
     if (!j.contains("model") || !j["model"].is_object()) fail_file(origin, "missing object 'model'");
@@ -98,6 +99,7 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_gpt2_files(const std::string& voc
   }
   std::unique_ptr<HfTokenizer> t(new HfTokenizer());
   t->kind_ = "gpt2-vocab-merges";
+  t->origin_ = vocab_path;
   t->model_ = std::make_unique<BpeModel>(std::move(vocab), merges, BpeOptions{}, vocab_path + " + " + merges_path);
   // What transformers' GPT-2 converter builds: ByteLevel without prefix space, GPT-2 regex,
   // ByteLevel decoder, <|endoftext|> as the special (bos = eos = unk) token.
@@ -163,7 +165,17 @@ void HfTokenizer::finish_setup(const std::string& config_dir) {
   set_eos_ids_from({});
 }
 
+// A user's regex can still fail on some input (PCRE2's match limit: catastrophic backtracking), so
+// encoding errors name the tokenizer file.
 std::vector<int32_t> HfTokenizer::encode(const std::string& text, bool add_special_tokens) const {
+  try {
+    return encode_unchecked(text, add_special_tokens);
+  } catch (const Error& e) {
+    fail_file(origin_, e.what());
+  }
+}
+
+std::vector<int32_t> HfTokenizer::encode_unchecked(const std::string& text, bool add_special_tokens) const {
   std::vector<Segment> segs;
   segs.push_back({unicode::sanitize_utf8(text), -1, true});
   added_.split(segs, false);

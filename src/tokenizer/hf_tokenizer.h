@@ -39,8 +39,10 @@ class HfTokenizer : public Tokenizer {
   HfTokenizer() = default;
   // After tokenizer_config.json: bos/eos defaults and what add_special_tokens adds.
   void finish_setup(const std::string& config_dir);
+  std::vector<int32_t> encode_unchecked(const std::string& text, bool add_special_tokens) const;
 
   std::string kind_;
+  std::string origin_;  // the file the definition came from, for errors raised while encoding
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<BpeModel> model_;

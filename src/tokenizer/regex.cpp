@@ -75,7 +75,9 @@ void Regex::find_all(const std::string& text, std::vector<std::pair<size_t, size
     if (rc < 0) {
       PCRE2_UCHAR buf[256];
       pcre2_get_error_message(rc, buf, sizeof buf);
-      fail(cat("regex '", pattern_, "': match failed: ", reinterpret_cast<const char*>(buf)));
+      const bool limit = rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT;
+      fail(cat("regex '", pattern_, "' failed on this input: ", reinterpret_cast<const char*>(buf),
+               limit ? " (catastrophic backtracking: rewrite the pattern)" : ""));
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data.md);
     size_t b = ov[0], e = ov[1];
