@@ -1,18 +1,11 @@
-// libFuzzer target: arbitrary bytes as a .safetensors file. Opening must either succeed (then
-// every tensor must be readable) or throw mf::Error — never crash, hang or read out of bounds.
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <cstdint>
-#include <string>
-
+// Arbitrary bytes as a .safetensors file: opening succeeds (then every tensor is readable) or
+// throws mf::Error.
+#include "fuzz_target.h"
 #include "io/safetensors.h"
 #include "util/error.h"
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static int fd = memfd_create("fuzz.safetensors", 0);
-  if (ftruncate(fd, 0) != 0 || pwrite(fd, data, size, 0) != static_cast<ssize_t>(size)) return 0;
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+MOEFORGE_FUZZ_TARGET(safetensors) {
+  const std::string path = mf::fuzz::write_input(data, size, "model.safetensors");
   try {
     auto st = mf::SafetensorsFile::open(path);
     for (const auto& t : st->tensors()) {
@@ -22,5 +15,4 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } catch (const mf::Error&) {
   }
-  return 0;
 }

@@ -224,3 +224,22 @@ TEST(BadInput, CatastrophicTokenizerRegexNamesTheFileQuickly) {
   write_file_atomic(dir + "/in.txt", text);
   expect_refused(run_bounded("tokenize " + path + " --file " + dir + "/in.txt"), 1, msg);
 }
+
+// ---- yaml-cpp 0.7 loops forever on some invalid streams (jbeder/yaml-cpp#1040) ----
+
+TEST(BadInput, TaskYamlThatLoopsYamlCppIsAnErrorNamingTheFile) {
+  const std::string dir = fresh_dir("yaml_loop");
+  const std::string path = dir + "/task.yaml";
+  for (const std::string text : {",", "task: a\n---\n,\n", "# comment\n,"}) {
+    write_file_atomic(path, text);
+    const std::string err = error_of([&] { eval::load_yaml_tasks(path); });
+    EXPECT_TRUE(starts_with(err, path + ": invalid YAML: ")) << err;
+    EXPECT_NE(err.find("no document can start here"), std::string::npos) << err;
+    expect_refused(run_bounded("eval " + source_model("tiny") + " --include " + path + " --tasks a"), 1,
+                   path + ": invalid YAML: ");
+  }
+  // Empty documents between separators are still fine.
+  write_file_atomic(path, "---\n---\ntask: a\ndata_file: d.jsonl\ndoc_to_text: x\ndoc_to_choice: [a, b]\n"
+                          "doc_to_target: 0\n---\n");
+  EXPECT_EQ(eval::load_yaml_tasks(path).size(), 1u);
+}

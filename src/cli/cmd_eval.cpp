@@ -71,8 +71,11 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("eval", "Zero-shot evaluation with lm-evaluation-harness semantics");
   cmd->footer(
-      "Task data: local files in the Hugging Face field layout under --data-dir (docs/eval.md lists the file of\n"
-      "each task). To turn a Hugging Face download (a `datasets` JSON export, or CSV/TSV) into them:\n"
+      "Task data: local files under --data-dir, in the Hugging Face field layout (docs/eval.md lists the file of\n"
+      "each task) or as distributed: OpenAI's lambada_test.jsonl, MMLU's test/<subject>_test.csv and CSV\n"
+      "exports, GLUE's RTE/dev.tsv, the original OpenBookQA, Social IQa and HellaSwag releases, llama.cpp's\n"
+      "hellaswag_val_full.txt (docs/eval.md, 'Other layouts read directly'). A missing file's error lists\n"
+      "every file and layout looked for. To turn other downloads (a `datasets` JSON export) into them:\n"
       "  python3 scripts/hf-to-moeforge.py TASK INPUT... --data-dir DIR    (python3 scripts/hf-to-moeforge.py --help)\n"
       "A task whose data is missing or malformed is reported (error: <file>: <what>) and skipped; the other\n"
       "tasks are scored and written, and the exit status is 1.");

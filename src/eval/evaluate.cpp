@@ -36,8 +36,9 @@ struct TaskRun {
 void prepare_task(TaskRun& run, const EvalOptions& options, const TextEncoder& encoder, const RequestTokenizer& tok,
                   int64_t max_len, std::string& data_file) {
   const TaskDef& task = *run.task;
-  data_file = resolve_data_file(task, options.data_dir);
-  run.docs = load_task_docs(task, data_file);
+  const TaskData data = find_task_data(task, options.data_dir);
+  data_file = data.path;
+  run.docs = load_task_data(task, data);
   run.original = static_cast<int64_t>(run.docs.size());
   run.docs.resize(static_cast<size_t>(apply_limit(run.original, options.limit)));
   if (run.docs.empty()) fail_file(data_file, "no documents for task '" + task.name + "'");

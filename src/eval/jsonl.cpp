@@ -31,4 +31,33 @@ std::vector<Doc> load_jsonl(const std::string& path, int64_t limit) {
   return docs;
 }
 
+Doc canonical_doc(const nlohmann::ordered_json& row, const std::string& file, int64_t line) {
+  Doc d;
+  d.value = json::parse(row.dump());
+  d.raw = row.dump();
+  d.file = file;
+  d.line = line;
+  return d;
+}
+
+void with_origin(const std::string& origin, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    fail_file(origin, one_line(e.what()));
+  } catch (const nlohmann::json::exception& e) {
+    fail_file(origin, one_line(e.what()));
+  }
+}
+
+std::vector<Doc> load_jsonl_mapped(const std::string& path, int64_t limit, const RowMap& map) {
+  std::vector<Doc> docs = load_jsonl(path, limit);
+  for (Doc& d : docs) {
+    std::optional<nlohmann::ordered_json> row;
+    with_origin(d.origin(), [&] { row = map(d.value); });
+    if (row) d = canonical_doc(*row, d.file, d.line);
+  }
+  return docs;
+}
+
 }  // namespace mf::eval

@@ -70,24 +70,50 @@ std::vector<std::string> TaskRegistry::expand(const std::string& name) const {
   return out;
 }
 
-std::string resolve_data_file(const TaskDef& task, const std::string& data_dir) {
-  std::vector<std::string> tried;
-  for (const auto& rel : task.data_files) {
-    std::string p = path_join(data_dir, rel);
-    if (path_exists(p)) return p;
-    tried.push_back(p);
+TaskData find_task_data(const TaskDef& task, const std::string& data_dir) {
+  if (task.data_files.empty()) fail("task '" + task.name + "': no data file is defined");
+  std::vector<std::string> looked;
+  for (size_t i = 0; i < task.data_files.size(); ++i) {
+    const DataLayout& l = task.data_files[i];
+    std::string p = path_join(data_dir, l.file);
+    if (path_exists(p)) return {p, i};
+    looked.push_back(l.what.empty() ? p : l.file + " (" + l.what + ")");
   }
-  if (tried.empty()) fail("task '" + task.name + "': no data file is defined");
-  // "<file>: <what>", naming the first (canonical) candidate and the others looked for.
-  std::string also;
-  if (tried.size() > 1)
-    also = " (nor " + join(std::vector<std::string>(tried.begin() + 1, tried.end()), ", ") + ")";
-  fail_file(tried[0], "no such file" + also + " for task '" + task.name + "'");
+  const std::string first = path_join(data_dir, task.data_files[0].file);
+  const std::string head = "no such file for task '" + task.name + "'";
+  if (looked.size() == 1) fail_file(first, head);
+  bool named = false;
+  for (const auto& l : task.data_files) named = named || !l.what.empty();
+  if (!named)  // YAML candidates: absolute paths, as given
+    fail_file(first, "no such file (nor " + join(std::vector<std::string>(looked.begin() + 1, looked.end()), ", ") +
+                         ") for task '" + task.name + "'");
+  fail_file(first, head + "; looked under " + data_dir + " for: " + join(looked, ", "));
+}
+
+std::vector<Doc> load_task_data(const TaskDef& task, const TaskData& data, int64_t limit) {
+  const DataLayout* l = data.layout < task.data_files.size() ? &task.data_files[data.layout] : nullptr;
+  if (l && l->read) return l->read(data.path, limit);
+  if (task.load) return task.load(data.path, limit);
+  return load_jsonl(data.path, limit);
+}
+
+std::string resolve_data_file(const TaskDef& task, const std::string& data_dir) {
+  return find_task_data(task, data_dir).path;
 }
 
 std::vector<Doc> load_task_docs(const TaskDef& task, const std::string& path) {
-  if (task.load) return task.load(path, -1);
-  return load_jsonl(path, -1);
+  TaskData data{path, task.data_files.size()};
+  size_t best = 0;
+  for (size_t i = 0; i < task.data_files.size(); ++i) {
+    const std::string& f = task.data_files[i].file;
+    const bool tail =
+        path == f || (ends_with(path, f) && path.size() > f.size() && path[path.size() - f.size() - 1] == '/');
+    if (tail && f.size() > best) {
+      best = f.size();
+      data.layout = i;
+    }
+  }
+  return load_task_data(task, data);
 }
 
 }  // namespace mf::eval

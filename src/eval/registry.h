@@ -28,10 +28,23 @@ class TaskRegistry {
   std::map<std::string, GroupDef> groups_;
 };
 
-// Resolves a task's data file under data_dir (first existing candidate) or fails with
-// "<first candidate>: no such file (nor <others>) for task '<name>'".
+// The data file found for a task: its path and which of the task's layouts it is.
+struct TaskData {
+  std::string path;
+  size_t layout = 0;  // index into TaskDef::data_files
+};
+
+// The first of the task's data_files that exists under data_dir, or one error line naming what was
+// looked for: "<first>: no such file for task '<name>'" when there is one candidate, else
+// "<first>: no such file for task '<name>'; looked under <data_dir> for: <file> (<layout>), ...".
+TaskData find_task_data(const TaskDef& task, const std::string& data_dir);
+// Reads the documents in the canonical HF layout (the layout's reader, else the task's loader, else
+// JSONL). limit < 0: all.
+std::vector<Doc> load_task_data(const TaskDef& task, const TaskData& data, int64_t limit = -1);
+
+// The same for callers that hold only a path: resolve_data_file = find_task_data(...).path;
+// load_task_docs reads `path` with the layout whose file is the longest tail of it.
 std::string resolve_data_file(const TaskDef& task, const std::string& data_dir);
-// Loads a task's documents (the task's loader, else JSONL).
 std::vector<Doc> load_task_docs(const TaskDef& task, const std::string& path);
 
 }  // namespace mf::eval

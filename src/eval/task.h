@@ -44,15 +44,32 @@ struct Doc {
   std::string origin() const { return file + ":" + std::to_string(line); }
 };
 
+// Reads a task's data file: up to `limit` documents (limit < 0: all), in the HF field layout of the
+// dataset lm-eval uses, whatever layout the file itself has (see DataLayout).
+using DocReader = std::function<std::vector<Doc>(const std::string& path, int64_t limit)>;
+
+// One place and layout in which a task's data can lie under --data-dir. A reader that maps another
+// layout (OpenAI's LAMBADA, MMLU's CSVs, GLUE's TSV, ...) returns documents whose `value` and `raw`
+// hold the canonical HF row, in the dataset's column order: everything downstream (templates,
+// requests, --log-samples docs and their hashes) cannot tell the layouts apart.
+struct DataLayout {
+  std::string file;  // relative to --data-dir (YAML tasks: or absolute)
+  std::string what;  // the layout in a few words, named when no file is found; empty: not named
+  DocReader read;    // empty: the task's `load`, else JSONL as it is
+  DataLayout(std::string f, std::string w = "", DocReader r = {})
+      : file(std::move(f)), what(std::move(w)), read(std::move(r)) {}
+  DataLayout(const char* f) : file(f) {}  // NOLINT: lets data_files = {"x/test.jsonl"} stay short
+};
+
 struct TaskDef {
   std::string name;
   std::string alias;  // shown in the table when listed under a group (empty: name)
   double version = 1.0;
   OutputType output_type = OutputType::MultipleChoice;
-  // Data file candidates relative to --data-dir; the first one that exists is used.
-  std::vector<std::string> data_files;
-  // Loads the docs from an existing data file (default: JSONL, see eval/jsonl.h). limit < 0: all.
-  std::function<std::vector<Doc>(const std::string& path, int64_t limit)> load;
+  // Data file candidates relative to --data-dir, each with its layout; the first that exists is used.
+  std::vector<DataLayout> data_files;
+  // Loads the docs of a layout without its own reader (default: JSONL, see eval/jsonl.h).
+  DocReader load;
   std::string description;             // prepended verbatim to every context (zero-shot)
   std::string target_delimiter = " ";  // between context and each choice
   std::vector<MetricSpec> metrics;

@@ -193,7 +193,7 @@ TaskDef parse_one(const YAML::Node& node, const std::string& origin) {
 std::vector<TaskDef> parse_yaml_tasks(const std::string& text, const std::string& origin) {
   std::vector<YAML::Node> docs;
   try {
-    docs = YAML::LoadAll(text);
+    docs = load_all_yaml(text);
   } catch (const YAML::Exception& e) {
     fail_file(origin, "invalid YAML: " + one_line(e.what()));
   }

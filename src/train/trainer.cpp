@@ -227,6 +227,10 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
     const json& d = st.at("data");
     batches.restore({json_get<int64_t>(d, "epoch", data_origin), json_get<int64_t>(d, "offset", data_origin)});
     if (writer) truncate_metrics(metrics_path, step);
+    result.last_loss = json_get_or<double>(st, "last_loss", 0.0, state_path);
+    if (st.contains("val_loss") && st["val_loss"].is_object())
+      for (auto it = st["val_loss"].begin(); it != st["val_loss"].end(); ++it)
+        result.val_loss[it.key()] = json_get<double>(st["val_loss"], it.key(), state_path);
     result.last_checkpoint = ckpt;
     log_info("resuming from ", ckpt, " (step ", step, ")");
   } else {
@@ -264,7 +268,10 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
                {"seq_len", train.seq_len()},
                {"train_sequences", train.size()},
                {"seed", static_cast<int64_t>(options.seed)},
-               {"data", {{"epoch", batches.position().epoch}, {"offset", batches.position().offset}}}};
+               {"data", {{"epoch", batches.position().epoch}, {"offset", batches.position().offset}}},
+               // What the run reports at its end: a run resumed from its last step does no step.
+               {"last_loss", result.last_loss},
+               {"val_loss", loss_map_json(result.val_loss)}};
     write_json_file(path_join(dir.path(), kStateFile), st);
     dir.commit();
     result.last_checkpoint = final_dir;

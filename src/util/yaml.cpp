@@ -1,6 +1,9 @@
 #include "util/yaml.h"
 
+#include <yaml-cpp/eventhandler.h>
+
 #include <cstdlib>
+#include <sstream>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -39,6 +42,38 @@ nlohmann::ordered_json yaml_to_json(const YAML::Node& n) {
     if (end == s.c_str() + s.size()) return d;
   }
   return s;
+}
+
+namespace {
+
+// Records where each document starts; parsing nothing else.
+struct DocumentStarts : YAML::EventHandler {
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+}  // namespace
+
+std::vector<YAML::Node> load_all_yaml(const std::string& text) {
+  // yaml-cpp 0.7 leaves an unexpected token unconsumed and reports an empty document at the same
+  // place forever; a document that starts where the previous one started is that loop.
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts events;
+  while (parser.HandleNextDocument(events)) {
+    const size_t n = events.starts.size();
+    if (n >= 2 && events.starts[n - 1].pos == events.starts[n - 2].pos)
+      throw YAML::ParserException(events.starts.back(), "unexpected token: no document can start here");
+  }
+  return YAML::LoadAll(text);
 }
 
 nlohmann::ordered_json read_yaml_file(const std::string& path) {

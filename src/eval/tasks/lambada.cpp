@@ -1,5 +1,6 @@
 // LAMBADA (OpenAI) (lm-eval tasks/lambada/lambada_openai.yaml; EleutherAI/lambada_openai, split test):
 // context = text without its last space-separated word, target = " " + last word.
+#include "eval/jsonl.h"
 #include "eval/tasks/tasks.h"
 #include "eval/text.h"
 #include "util/str.h"
@@ -11,7 +12,16 @@ void register_lambada(TaskRegistry& r) {
   t.name = "lambada_openai";
   t.version = 1.0;
   t.output_type = OutputType::Loglikelihood;
-  t.data_files = {"lambada_openai/test.jsonl"};
+  // OpenAI's lambada_test.jsonl (the file GPT-2 was evaluated on) has the rows of the HF dataset,
+  // {"text": ...}, in the same order; only the name differs. Its rows are reduced to "text".
+  const DocReader openai = [](const std::string& path, int64_t limit) {
+    return load_jsonl_mapped(path, limit, [](const json& row) {
+      return std::optional<ojson>(ojson{{"text", str_field(row, "text")}});
+    });
+  };
+  t.data_files = {{"lambada_openai/test.jsonl", "HF EleutherAI/lambada_openai JSONL"},
+                  {"lambada_openai/lambada_test.jsonl", "OpenAI's lambada_test.jsonl", openai},
+                  {"lambada_test.jsonl", "OpenAI's lambada_test.jsonl", openai}};
   t.metrics = {{"perplexity", "perplexity", false}, {"acc", "mean", true}};
   t.lm_config = {{"tag", ojson::array({"lambada"})},
                  {"dataset_path", "EleutherAI/lambada_openai"},

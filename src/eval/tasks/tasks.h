@@ -1,6 +1,9 @@
 // Built-in tasks, one file per task, each with lm-eval's template, split, choices, gold and metrics
 // (see docs/eval.md for the data file each one reads).
 #pragma once
+#include <string>
+#include <utility>
+
 #include "eval/registry.h"
 
 namespace mf::eval {
@@ -30,6 +33,11 @@ ojson lm_metric(const std::string& name);
 
 // lm-eval hellaswag preprocess() (exposed for tests).
 std::string hellaswag_preprocess(const std::string& text);
+// (ctx_a, ctx_b) of a HellaSwag ctx that comes without them. The dataset writes ctx = ctx_a + " " +
+// ctx_b when ctx_b (the unfinished phrase that starts the last sentence, ActivityNet) is not empty,
+// else ctx = ctx_a (WikiHow). So a ctx that ends a sentence (. ! ? before closing quotes) has
+// ctx_b = ""; otherwise ctx_b is what follows the last sentence end (". ", "! ", "? ").
+std::pair<std::string, std::string> hellaswag_split_ctx(const std::string& ctx);
 
 // The 57 MMLU subjects in alphabetical order.
 std::vector<std::string> mmlu_subjects();

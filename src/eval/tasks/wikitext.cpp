@@ -72,7 +72,8 @@ void register_wikitext(TaskRegistry& r) {
   t.name = "wikitext";
   t.version = 2.0;
   t.output_type = OutputType::LoglikelihoodRolling;
-  t.data_files = {"wikitext/test.jsonl", "wikitext2/wiki.test.raw"};
+  t.data_files = {{"wikitext/test.jsonl", "HF EleutherAI/wikitext_document_level JSONL"},
+                  {"wikitext2/wiki.test.raw", "the raw wikitext-2-raw-v1 test file"}};
   t.metrics = {{"word_perplexity", "weighted_perplexity", false},
                {"byte_perplexity", "weighted_perplexity", false},
                {"bits_per_byte", "bits_per_byte", false}};
