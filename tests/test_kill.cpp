@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -65,6 +67,21 @@ bool run_killed(const std::string& args, double delay_ms) {
   std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(delay_ms * 1000)));
   const bool killed = ::kill(pid, SIGKILL) == 0;
   int status = 0;
+  ::waitpid(pid, &status, 0);
+  return killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
+// Runs and SIGKILLs once `ready()` holds (polled every 2 ms), `delay_ms` later; true when the kill
+// landed, false when the process ended first.
+bool run_killed_when(const std::string& args, const std::function<bool()>& ready, double delay_ms) {
+  const pid_t pid = spawn(args);
+  int status = 0;
+  while (!ready()) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(delay_ms * 1000)));
+  const bool killed = ::kill(pid, SIGKILL) == 0;
   ::waitpid(pid, &status, 0);
   return killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 }
@@ -174,13 +191,24 @@ TEST(Kill, TrainingKilledAnyNumberOfTimesResumesToTheSameModel) {
   };
   const auto reference = comparable(snapshot(dir + "/full/final"));
 
-  // The same run, killed at random moments and restarted until it finishes.
+  // The same run, killed and restarted until it finishes: each kill lands a random few
+  // milliseconds after a randomly chosen step of the remaining ones was logged, so it hits training
+  // steps, checkpoint writes and the final directory alike, however slow the machine (sanitizers).
   const std::string args = config("killed");
+  const std::string metrics = dir + "/killed/metrics.jsonl";
+  auto logged_steps = [&] {
+    if (!path_exists(metrics)) return int64_t{0};
+    const std::string text = read_file(metrics);
+    return static_cast<int64_t>(std::count(text.begin(), text.end(), '\n'));
+  };
   std::mt19937_64 rng(7);
-  std::uniform_real_distribution<double> when(0.2 * ms, 0.8 * ms);  // past start-up, before the end
   int kills = 0;
-  for (int attempt = 0; attempt < 6; ++attempt) {
-    kills += run_killed(args, when(rng));
+  for (int attempt = 0; attempt < 12 && kills < 5; ++attempt) {
+    const int64_t done = logged_steps();
+    if (done >= 12) break;
+    const int64_t target = done + 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(12 - done));
+    const double delay = std::uniform_real_distribution<double>(0.0, 40.0)(rng);
+    kills += run_killed_when(args, [&] { return logged_steps() >= target; }, delay);
     if (path_exists(dir + "/killed/final"))
       EXPECT_EQ(differences(reference, comparable(snapshot(dir + "/killed/final"))), "");
   }

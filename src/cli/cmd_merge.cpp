@@ -1,5 +1,6 @@
 // `moeforge merge MODEL --method hc-smoe --experts r --calib FILE --out DIR`: fewer experts per
 // MoE layer without retraining (merge/merge.h, docs/merge.md).
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 
@@ -17,13 +18,34 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("merge", "Merge or prune the experts of a Mixtral / Qwen2-MoE / OLMoE model (HC-SMoE and baselines)");
   cmd->add_option("MODEL", a->model, "MoE model directory")->required();
-  cmd->add_option("--method", a->o.method, "hc-smoe | kmeans | o-prune | f-prune | s-prune | reap")->capture_default_str();
-  cmd->add_option("--experts", a->o.experts, "experts per layer after merging (r)")->required()->check(positive());
+  cmd->add_option("--method", a->o.method, "hc-smoe | kmeans | m-smoe | o-prune | f-prune | s-prune | reap")
+      ->capture_default_str();
+  cmd->add_option("--experts", a->o.experts, "experts per layer after merging (r; m-smoe: on average over layers)")
+      ->required()->check(positive());
   cmd->add_option("--calib", a->o.calib.file, "calibration JSONL ({\"text\": ...} per line)")->required();
   cmd->add_option("--out", a->out, "output model directory")->required();
+  cmd->add_option("--representation", a->o.representation,
+                  "what experts are grouped by (hc-smoe, kmeans, m-smoe): expert-output (mean output over the calibration "
+                  "tokens; hc-smoe/kmeans default) | router-logits (router-logit columns; m-smoe default) | weights "
+                  "(flattened expert weights)");
   cmd->add_option("--linkage", a->o.linkage, "hc-smoe clustering: average | single | complete | ward")->capture_default_str();
-  cmd->add_option("--merge", a->o.merge, "hc-smoe weights: freq (usage frequency) | average")->capture_default_str();
-  cmd->add_option("--router", a->o.router, "router row of a merged expert: dominant | weighted")->capture_default_str();
+  cmd->add_option("--merge", a->o.merge,
+                  "how a group becomes one expert: freq (usage-frequency-weighted mean) | average | fix-dom (neurons "
+                  "aligned to the dominant expert by activation correlation, then averaged)")
+      ->capture_default_str();
+  cmd->add_option("--router", a->o.router,
+                  "stock output, router row of a merged expert: dominant | weighted | fit (least squares to the "
+                  "cluster's summed routing mass on the calibration tokens)")
+      ->capture_default_str();
+  cmd->add_option("--allocation", a->o.allocation,
+                  "m-smoe: global (groups per layer from one global frequency threshold, the reference's; needs --output "
+                  "exact) | uniform (r in every layer)");
+  cmd->add_option("--group-limit", a->o.group_limit, "m-smoe: at most this many experts per group")
+      ->capture_default_str()->check(positive());
+  cmd->add_option("--fit-tokens", a->o.fit_tokens,
+                  "--router fit / --merge fix-dom: calibration tokens whose MoE inputs are kept per layer "
+                  "(memory: tokens x hidden x 4 bytes per layer)")
+      ->capture_default_str()->check(positive());
   cmd->add_option("--seed", a->o.seed, "kmeans: k-means++ draws; o-prune: the subset sample")->capture_default_str();
   cmd->add_option("--output", a->o.output, "stock (r-row router, any family) | exact (original router + expert map; Mixtral)")
       ->capture_default_str();
@@ -39,8 +61,13 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
     a->o.max_shard_bytes = parse_size(a->shard_size);
     const json report = run_merge(a->model, a->o, a->out);
     if (!a->json_path.empty()) write_json_file(a->json_path, report);
+    const auto counts = report["experts_per_layer"].get<std::vector<int64_t>>();
+    const bool uniform = std::all_of(counts.begin(), counts.end(), [&](int64_t c) { return c == counts.front(); });
+    std::vector<std::string> shown;
+    for (int64_t c : counts) shown.push_back(std::to_string(c));
     std::cout << "wrote " << a->out << ": " << a->o.method << ", " << report["experts_before"].get<int64_t>() << " -> "
-              << a->o.experts << " experts per layer in " << report["layers"].size()
+              << (uniform ? std::to_string(counts.front()) : "[" + join(shown, ", ") + "]") << " experts per layer in "
+              << report["layers"].size()
               << " layers; relative output error on the calibration tokens (mean over layers) "
               << std::setprecision(4) << report["mean_output_error"].get<double>() << "\n";
   });

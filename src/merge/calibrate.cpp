@@ -1,5 +1,6 @@
 #include "merge/calibrate.h"
 
+#include <algorithm>
 #include <map>
 
 #include "model/model.h"
@@ -32,10 +33,10 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
 
   struct Acc {
     std::shared_ptr<MoeFFN> block;
-    at::Tensor out_sum, counts, probs, reap_sum;  // fp64
+    at::Tensor out_sum, counts, probs, reap_sum, logit_gram;  // fp64
     at::Tensor norms;  // [N, E] ‖E_j(x_t)‖ of the batch in flight (ffn_input comes before router_logits)
     std::vector<at::Tensor> inputs, logits, gram;
-    int64_t kept = 0, logits_kept = 0;
+    int64_t kept = 0, gram_kept = 0, logits_kept = 0;
   };
   std::map<int, Acc> acc;
   for (int64_t l = 0; l < cfg.num_layers; ++l)
@@ -47,10 +48,13 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
       a.counts = at::zeros({E}, at::kDouble);
       a.probs = at::zeros({E}, at::kDouble);
       a.reap_sum = at::zeros({E}, at::kDouble);
+      a.logit_gram = at::zeros({E, E}, at::kDouble);
       acc[static_cast<int>(l)] = a;
     }
   if (acc.empty()) fail_file(cfg.origin, "the model has no routed MoE layer");
 
+  const int64_t keep = std::max(o.error_tokens, o.keep_tokens);
+  const int64_t logit_limit = o.logits ? keep : o.gram ? o.error_tokens : 0;
   const int h_in = model.hooks().add(HookPoint::ffn_input, [&](HookEvent& ev) {
     auto it = acc.find(ev.layer);
     if (it == acc.end()) return;
@@ -62,14 +66,16 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     const at::Tensor y = at::stack(outs, 1);  // [N, E, d]
     a.out_sum += y.to(at::kDouble).sum(0);
     a.norms = y.norm(2, -1).to(at::kDouble);
-    if (a.kept < o.error_tokens) {
-      const int64_t n = std::min<int64_t>(o.error_tokens - a.kept, x.size(0));
+    if (a.kept < keep) {
+      const int64_t n = std::min<int64_t>(keep - a.kept, x.size(0));
       a.inputs.push_back(x.narrow(0, 0, n).clone());
-      if (o.gram) {
-        const at::Tensor yk = y.narrow(0, 0, n).to(at::kDouble);
-        a.gram.push_back(at::bmm(yk, yk.transpose(1, 2)));
-      }
       a.kept += n;
+    }
+    if (o.gram && a.gram_kept < o.error_tokens) {
+      const int64_t n = std::min<int64_t>(o.error_tokens - a.gram_kept, x.size(0));
+      const at::Tensor yk = y.narrow(0, 0, n).to(at::kDouble);
+      a.gram.push_back(at::bmm(yk, yk.transpose(1, 2)));
+      a.gram_kept += n;
     }
   });
   const int64_t k = cfg.num_experts_per_tok;
@@ -81,13 +87,14 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     const at::Tensor logits = ev.tensor.to(at::kDouble);
     const at::Tensor probs = at::softmax(logits, -1);
     a.probs += probs.sum(0);
+    a.logit_gram += logits.t().mm(logits);
     auto [top, idx] = probs.topk(std::min<int64_t>(k, logits.size(1)), -1);
     a.counts.index_add_(0, idx.reshape({-1}), at::ones({idx.numel()}, at::kDouble));
     // REAP: gate (as the model combines: renormalised or not) times the expert's output norm.
     if (renormalize) top = top / top.sum(-1, true);
     a.reap_sum.index_add_(0, idx.reshape({-1}), (top * a.norms.gather(1, idx)).reshape({-1}));
-    if (o.gram && a.logits_kept < o.error_tokens) {
-      const int64_t n = std::min<int64_t>(o.error_tokens - a.logits_kept, logits.size(0));
+    if (a.logits_kept < logit_limit) {
+      const int64_t n = std::min<int64_t>(logit_limit - a.logits_kept, logits.size(0));
       a.logits.push_back(ev.tensor.narrow(0, 0, n).to(at::kFloat).clone());
       a.logits_kept += n;
     }
@@ -114,11 +121,10 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     lc.frequency = a.counts / a.counts.sum();
     lc.soft_score = a.probs / a.probs.sum();
     lc.reap = a.reap_sum / a.counts.clamp_min(1.0);
+    lc.logit_gram = a.logit_gram;
     lc.inputs = at::cat(a.inputs, 0);
-    if (o.gram) {
-      lc.logits = at::cat(a.logits, 0);
-      lc.gram = at::cat(a.gram, 0);
-    }
+    if (!a.logits.empty()) lc.logits = at::cat(a.logits, 0);
+    if (o.gram) lc.gram = at::cat(a.gram, 0);
     out.layers.push_back(std::move(lc));
   }
   return out;

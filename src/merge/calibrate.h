@@ -6,8 +6,13 @@
 //     top-2 whatever the model's k, we use the model's k — docs/merge.md),
 //   * the mean router probability (S-prune's soft counts),
 //   * REAP's saliency: per expert, the mean over its routed tokens of gate · ‖E_j(x)‖₂,
-//   * the first tokens' MoE inputs, to measure the merged layers' output error, and for O-prune
-//     their router logits and the Gram matrices of the experts' outputs.
+//   * the N×N Gram matrix of the router-logit columns over all tokens, Σ_t z_t z_tᵀ (the
+//     "router-logits" representation and M-SMoE's similarity need only inner products of the
+//     logit columns, so no per-token logits are stored: memory N²·8 bytes per layer for any T),
+//   * the first tokens' MoE inputs, to measure the merged layers' output error (and, for
+//     `--router fit` and `--merge fix-dom`, the first keep_tokens of them with their router
+//     logits: keep_tokens·(d + N)·4 bytes per layer), and for O-prune the router logits and the
+//     Gram matrices of the experts' outputs of the first error_tokens tokens.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -26,6 +31,8 @@ struct MergeCalibOptions {
   int64_t blocks = 32;         // blocks used (fewer when the file is shorter; at least one)
   int64_t error_tokens = 4096; // MoE inputs kept per layer for the output-error report (and O-prune)
   bool gram = false;           // collect logits and per-token Gram matrices of those tokens
+  int64_t keep_tokens = 0;     // MoE inputs kept per layer (at least error_tokens are)
+  bool logits = false;         // keep the router logits of the kept tokens too
 };
 
 struct LayerCalibration {
@@ -34,9 +41,11 @@ struct LayerCalibration {
   at::Tensor frequency;    // [E] fp64: share of the top-k selections (sums to 1)
   at::Tensor soft_score;   // [E] fp64: mean router probability over tokens (sums to 1)
   at::Tensor reap;         // [E] fp64: REAP saliency (0 for an expert no token selected)
-  at::Tensor inputs;       // [S, d] fp32: MoE inputs of the first S tokens
-  at::Tensor logits;       // [S, E] fp32 router logits of those tokens (options.gram)
-  at::Tensor gram;         // [S, E, E] fp64: <E_i(x_t), E_j(x_t)> (options.gram)
+  at::Tensor logit_gram;   // [E, E] fp64: Σ over all tokens of z_t z_tᵀ (router logits z_t)
+  at::Tensor inputs;       // [S, d] fp32: MoE inputs of the first S = max(error_tokens, keep_tokens) tokens
+  at::Tensor logits;       // [S', E] fp32 router logits of the first S' tokens (options.gram: S' = error_tokens;
+                           // options.logits: S' = S)
+  at::Tensor gram;         // [error_tokens, E, E] fp64: <E_i(x_t), E_j(x_t)> (options.gram)
 };
 
 struct MergeCalibration {

@@ -46,6 +46,8 @@ void check(const std::vector<KMeansFeatures>& features, int64_t n, int64_t k, co
                  static_cast<int64_t>(i) / F.d, ", feature ", static_cast<int64_t>(i) % F.d, ")"));
     if (!std::isfinite(F.weight) || F.weight < 0)
       fail(cat("kmeans: feature set ", f, ": weight ", F.weight, " is not a finite non-negative number"));
+    if (!std::isfinite(F.divisor) || F.divisor < 0)
+      fail(cat("kmeans: feature set ", f, ": divisor ", F.divisor, " is not a finite non-negative number"));
     weight_sum += F.weight;
   }
   if (!(weight_sum > 0)) fail("kmeans: the feature-set weights sum to 0");
@@ -104,11 +106,12 @@ std::vector<int64_t> kmeans_plus_plus(const std::vector<double>& X, int64_t n, i
 // cdist(X, C) / d, standardised per column (std with n−1 divisor, + 1e-6), shifted to minimum 0,
 // added with weight w into acc (n × k).
 void add_standardised(const std::vector<double>& X, const std::vector<double>& C, int64_t n, int64_t d, int64_t k,
-                      double w, std::vector<double>& acc) {
+                      double w, double divisor, std::vector<double>& acc) {
   std::vector<double> D(static_cast<size_t>(n * k));
+  const double div = divisor > 0 ? divisor : static_cast<double>(d);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < k; ++c)
-      D[i * k + c] = euclidean(X.data() + i * d, C.data() + c * d, d) / static_cast<double>(d);
+      D[i * k + c] = euclidean(X.data() + i * d, C.data() + c * d, d) / div;
   for (int64_t c = 0; c < k; ++c) {
     double mean = 0.0;
     for (int64_t i = 0; i < n; ++i) mean += D[i * k + c];
@@ -143,7 +146,7 @@ std::vector<std::vector<double>> means(const std::vector<KMeansFeatures>& featur
 }  // namespace
 
 KMeansResult kmeans(const std::vector<double>& X, int64_t n, int64_t d, int64_t k, const KMeansOptions& options) {
-  return kmeans(std::vector<KMeansFeatures>{KMeansFeatures{&X, d, 1.0}}, n, k, options);
+  return kmeans(std::vector<KMeansFeatures>{KMeansFeatures{&X, d, 1.0, 0.0}}, n, k, options);
 }
 
 KMeansResult kmeans(const std::vector<KMeansFeatures>& features, int64_t n, int64_t k, const KMeansOptions& options) {
@@ -170,7 +173,8 @@ KMeansResult kmeans(const std::vector<KMeansFeatures>& features, int64_t n, int6
     res.iterations = it + 1;
     std::vector<double> D(static_cast<size_t>(n * k), 0.0);
     for (size_t f = 0; f < features.size(); ++f)
-      add_standardised(*features[f].values, centers[f], n, features[f].d, k, features[f].weight / weight_sum, D);
+      add_standardised(*features[f].values, centers[f], n, features[f].d, k, features[f].weight / weight_sum,
+                       features[f].divisor, D);
     std::vector<int64_t> count(static_cast<size_t>(k), 0);
     for (int64_t i = 0; i < n; ++i) {
       int64_t best = 0;

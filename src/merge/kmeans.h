@@ -4,7 +4,7 @@
 //
 //   * k-means++ initialisation on the first feature set: the first centre uniformly at random, each
 //     further one with probability ∝ (Euclidean distance to the nearest chosen centre)².
-//   * Each iteration, per feature set f: D_f = cdist(X_f, centres_f) / d_f, standardised per column
+//   * Each iteration, per feature set f: D_f = cdist(X_f, centres_f) / d_f (or `divisor`), standardised per column
 //     (centre c: minus the column mean over the points, divided by its std (n−1 divisor) + 1e-6),
 //     then shifted so the matrix minimum is 0; D = Σ w_f D_f / Σ w_f. Every point goes to its
 //     argmin centre (ties: the lowest centre), every centre moves to the mean of its members.
@@ -36,6 +36,10 @@ struct KMeansFeatures {
   const std::vector<double>* values = nullptr;
   int64_t d = 0;
   double weight = 1.0;
+  // The divisor of the distances (the reference's feature dimension); 0 = d. Set when `values`
+  // is an embedding of vectors of another dimension (merge/represent.h: router logits over T
+  // tokens, flattened weights), so the standardisation sees the reference's numbers.
+  double divisor = 0.0;
 };
 
 struct KMeansOptions {

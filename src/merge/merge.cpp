@@ -7,9 +7,11 @@
 #include <regex>
 
 #include "io/checkpoint.h"
+#include "merge/fixdom.h"
 #include "merge/hclust.h"
-#include "merge/kmeans.h"
-#include "merge/oprune.h"
+#include "merge/plan.h"
+#include "merge/represent.h"
+#include "merge/router_fit.h"
 #include "model/model.h"
 #include "model/moe_ffn.h"
 #include "tokenizer/tokenizer.h"
@@ -23,90 +25,8 @@ namespace mf {
 
 namespace {
 
-// One layer's grouping: output expert i = Σ_j weights[i][j] · expert members[i][j].
-struct LayerPlan {
-  std::vector<std::vector<int64_t>> members;  // ascending original indices
-  std::vector<std::vector<double>> weights;   // sum to 1
-  std::vector<int64_t> representative;        // the member whose router row a merged expert keeps
-  std::vector<double> heights;                // hc-smoe: the dendrogram's merge heights
-  json extra = json::object();                // method-specific report fields
-};
-
-std::vector<double> to_vector(const at::Tensor& t) {
-  const at::Tensor c = t.to(at::kDouble).contiguous();
-  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-}
-
-bool is_pruning(const std::string& method) {
-  return method == "f-prune" || method == "s-prune" || method == "o-prune" || method == "reap";
-}
-
-// The r largest scores (ties: the lower index), in index order.
-std::vector<int64_t> top_r(const std::vector<double>& score, int64_t r) {
-  std::vector<int64_t> order(score.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[a] > score[b]; });
-  order.resize(static_cast<size_t>(r));
-  std::sort(order.begin(), order.end());
-  return order;
-}
-
-std::vector<int64_t> pruned_set(const LayerCalibration& c, const MergeOptions& o, const ModelConfig& cfg,
-                                json& extra) {
-  if (o.method == "f-prune") return top_r(to_vector(c.frequency), o.experts);
-  if (o.method == "s-prune") return top_r(to_vector(c.soft_score), o.experts);
-  if (o.method == "reap") return top_r(to_vector(c.reap), o.experts);
-  merge::OPruneInput in;
-  in.tokens = c.logits.size(0);
-  in.experts = c.logits.size(1);
-  in.k = cfg.num_experts_per_tok;
-  in.renormalize = cfg.norm_topk_prob;
-  const at::Tensor logits = c.logits.contiguous(), gram = c.gram.contiguous();
-  in.logits = logits.data_ptr<float>();
-  in.gram = gram.data_ptr<double>();
-  const merge::OPruneResult res = merge::o_prune(in, o.experts, o.max_subsets, o.seed + static_cast<uint64_t>(c.layer));
-  extra = {{"subsets", res.subsets}, {"exhaustive", res.exhaustive}, {"squared_error", res.loss}};
-  return res.kept;
-}
-
-LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const ModelConfig& cfg) {
-  const int64_t E = c.mean_output.size(0), d = c.mean_output.size(1), r = o.experts;
-  const std::vector<double> freq = to_vector(c.frequency);
-  LayerPlan p;
-  if (is_pruning(o.method)) {
-    for (int64_t j : pruned_set(c, o, cfg, p.extra)) {
-      p.members.push_back({j});
-      p.weights.push_back({1.0});
-      p.representative.push_back(j);
-    }
-    return p;
-  }
-  const std::vector<double> X = to_vector(c.mean_output);
-  std::vector<int64_t> labels;
-  if (o.method == "kmeans") {
-    merge::KMeansOptions ko;
-    ko.seed = o.seed;
-    const merge::KMeansResult km = merge::kmeans(X, E, d, r, ko);
-    labels = km.labels;
-    p.representative = km.dominant;
-  } else {
-    const merge::Dendrogram tree = merge::linkage(X, E, d, merge::parse_linkage(o.linkage));
-    p.heights = tree.heights;
-    labels = merge::cut_tree(tree, E, r);
-    p.representative = merge::representatives(X, E, d, labels);
-  }
-  p.members = merge::cluster_members(labels);
-  for (const auto& m : p.members) {
-    double total = 0;
-    for (int64_t j : m) total += freq[j];
-    std::vector<double> w;
-    // freq: f_j / Σ f; a cluster nobody selected is averaged (the reference makes it a zero expert).
-    for (int64_t j : m)
-      w.push_back(o.merge == "freq" && total > 0 ? freq[j] / total : 1.0 / static_cast<double>(m.size()));
-    p.weights.push_back(w);
-  }
-  return p;
-}
+using merge::LayerPlan;
+using merge::MergePlan;
 
 // Σ_j w_j · t_j in fp32, in the dtype of the stored tensors; one member: the stored tensor itself.
 at::Tensor combine(const Checkpoint& ck, const std::vector<std::string>& names, const std::vector<double>& w) {
@@ -117,11 +37,18 @@ at::Tensor combine(const Checkpoint& ck, const std::vector<std::string>& names, 
   return sum.to(first.scalar_type());
 }
 
+// The router row of each output expert: a singleton's own row (pruning: the kept row), else the
+// representative's (dominant), the merge-weighted mean of the members' rows (weighted) or the
+// least-squares fit (fit, merge/router_fit.h).
 at::Tensor router_rows(const at::Tensor& gate, const LayerPlan& p, const std::string& mode) {
   std::vector<at::Tensor> rows;
   for (size_t i = 0; i < p.members.size(); ++i) {
     if (p.members[i].size() == 1 || mode == "dominant") {
       rows.push_back(gate[p.representative[i]]);
+      continue;
+    }
+    if (mode == "fit") {
+      rows.push_back(p.router_rows[static_cast<int64_t>(i)].to(gate.scalar_type()));
       continue;
     }
     at::Tensor row = at::zeros({gate.size(1)}, at::kFloat);
@@ -142,6 +69,13 @@ const std::regex& router_name() {
   return re;
 }
 
+// The axis of an expert tensor that indexes its hidden neurons: the columns of the down projection
+// (Mixtral w2, down_proj), the rows of gate and up.
+int64_t neuron_dim(const std::string& rest) {
+  const std::string proj = rest.substr(0, rest.find('.'));
+  return proj == "w2" || proj == "down_proj" ? 1 : 0;
+}
+
 // When `name` is expert 0's tensor of a projection: emit(match of `name`, i, tensor) for every
 // output expert i of that layer and projection (nothing for the other experts' names).
 void for_each_output_expert(const Checkpoint& ck, const std::map<int64_t, LayerPlan>& plans, const std::string& name,
@@ -152,13 +86,28 @@ void for_each_output_expert(const Checkpoint& ck, const std::map<int64_t, LayerP
   for (size_t i = 0; i < p.members.size(); ++i) {
     std::vector<std::string> names;
     for (int64_t j : p.members[i]) names.push_back(cat(m[1].str(), ".experts.", j, ".", m[4].str()));
-    emit(m, i, combine(ck, names, p.weights[i]));
+    if (i < p.neuron_maps.size() && !p.neuron_maps[i].empty()) {  // fix-dom
+      std::vector<at::Tensor> members;
+      for (const std::string& n : names) members.push_back(ck.get(n));
+      const at::ScalarType dtype = members.front().scalar_type();
+      emit(m, i,
+           merge::fix_dom_combine(members, p.neuron_maps[i], std::vector<double>(members.size(), 1.0),
+                                  neuron_dim(m[4].str()))
+               .to(dtype));
+    } else {
+      emit(m, i, combine(ck, names, p.weights[i]));
+    }
   }
 }
 
 // The stock layout with r experts: expert tensors renumbered 0..r-1, routers with r rows.
 void stock_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::map<int64_t, LayerPlan>& plans,
                       const MergeOptions& o, json& config, std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  const int64_t r = static_cast<int64_t>(plans.begin()->second.members.size());
+  for (const auto& [layer, p] : plans)
+    if (static_cast<int64_t>(p.members.size()) != r)
+      fail(cat("the stock output needs the same expert count in every layer (layer ", layer, " has ",
+               p.members.size(), ", layer ", plans.begin()->first, " has ", r, ")"));
   for (const std::string& name : ck.names()) {
     std::smatch m;
     if (std::regex_match(name, m, router_name())) {
@@ -172,28 +121,42 @@ void stock_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::m
     }
   }
   config = ck.config();
-  config[cfg.model_type == "mixtral" ? "num_local_experts" : "num_experts"] = o.experts;
-  config["num_experts_per_tok"] = std::min(cfg.num_experts_per_tok, o.experts);
+  config[cfg.model_type == "mixtral" ? "num_local_experts" : "num_experts"] = r;
+  config["num_experts_per_tok"] = std::min(cfg.num_experts_per_tok, r);
 }
 
 // The exact N -> r layout (docs/merge.md): a moeforge-family checkpoint over the Mixtral model's
 // Mistral base whose MoE layers keep the original N-row router and map each original expert to
 // its merged expert (router.type merged), so a token's weight on a merged expert is the sum of
-// its selected members' weights, as in the paper.
+// its selected members' weights, as in the paper. Layers with fewer output experts than the
+// largest layer (m-smoe) are padded to it with width-1 zero experts that no original expert maps
+// to, so they are never selected (the format has one num_experts; expert widths may differ).
 void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::map<int64_t, LayerPlan>& plans,
                       const MergeOptions& o, json& config, std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   static const std::map<std::string, std::string> projection{{"w1", "gate_proj"}, {"w3", "up_proj"}, {"w2", "down_proj"}};
+  size_t width = 0;
+  for (const auto& [layer, p] : plans) width = std::max(width, p.members.size());
+  if (static_cast<int64_t>(width) < cfg.num_experts_per_tok)
+    fail(cat("--output exact: the largest layer keeps ", width, " experts, fewer than the model's top-k (",
+             cfg.num_experts_per_tok, ")"));
+  auto exact_name = [](const std::smatch& mm, size_t i) {
+    const std::string rest = mm[4].str(), proj = rest.substr(0, rest.find('.'));
+    return cat("model.layers.", mm[2].str(), ".mlp.experts.", i, ".", projection.at(proj), rest.substr(proj.size()));
+  };
   for (const std::string& name : ck.names()) {
     std::smatch m;
     if (std::regex_match(name, m, router_name())) {
       tensors.emplace_back(cat("model.layers.", m[1].str(), ".mlp.router.weight"), ck.get(name));
     } else if (std::regex_match(name, m, expert_name())) {
       for_each_output_expert(ck, plans, name, [&](const std::smatch& mm, size_t i, at::Tensor t) {
-        const std::string rest = mm[4].str(), proj = rest.substr(0, rest.find('.'));
-        tensors.emplace_back(cat("model.layers.", mm[2].str(), ".mlp.experts.", i, ".", projection.at(proj),
-                                 rest.substr(proj.size())),
-                             std::move(t));
+        tensors.emplace_back(exact_name(mm, i), std::move(t));
       });
+      if (m[3] != "0") continue;
+      const at::Tensor like = ck.get(name);
+      std::vector<int64_t> shape = like.sizes().vec();
+      shape[static_cast<size_t>(neuron_dim(m[4].str()))] = 1;
+      for (size_t i = plans.at(std::stoll(m[2])).members.size(); i < width; ++i)
+        tensors.emplace_back(exact_name(m, i), at::zeros(shape, like.scalar_type()));
     } else {
       tensors.emplace_back(name, ck.get(name));
     }
@@ -204,7 +167,9 @@ void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::m
     for (size_t i = 0; i < p.members.size(); ++i)
       for (int64_t j : p.members[i]) map[static_cast<size_t>(j)] = static_cast<int64_t>(i);
     maps.push_back(map);
-    sizes.push_back(std::vector<int64_t>(p.members.size(), cfg.moe_intermediate_size));
+    std::vector<int64_t> w(p.members.size(), cfg.moe_intermediate_size);
+    w.resize(width, 1);
+    sizes.push_back(w);
     layers.push_back(layer);
   }
   config = ck.config();
@@ -214,7 +179,7 @@ void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::m
   config["architectures"] = {"MoeforgeForCausalLM"};
   config["base_model_type"] = "mistral";
   config["moe_layers"] = layers;
-  config["num_experts"] = o.experts;
+  config["num_experts"] = width;
   config["num_experts_per_tok"] = cfg.num_experts_per_tok;
   config["expert_sizes"] = sizes;
   config["router"] = {{"type", "merged"},         {"score", "softmax"},     {"selection", "top_k"},
@@ -223,22 +188,65 @@ void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::m
   config["moe_provenance"] = {{"merge_method", o.method}, {"source_model_type", cfg.model_type}};
 }
 
+// --router fit: the merged clusters' router rows, fitted on the kept calibration tokens.
+void fit_routers(const Checkpoint& ck, const MergeCalibration& calib, MergePlan& plan) {
+  std::map<int64_t, const LayerCalibration*> by_layer;
+  for (const LayerCalibration& c : calib.layers) by_layer[c.layer] = &c;
+  for (const std::string& name : ck.names()) {
+    std::smatch m;
+    if (!std::regex_match(name, m, router_name())) continue;
+    const int64_t layer = std::stoll(m[1]);
+    auto it = plan.layers.find(layer);
+    if (it == plan.layers.end() || !by_layer.count(layer)) continue;
+    const LayerCalibration& c = *by_layer.at(layer);
+    LayerPlan& p = it->second;
+    const int64_t S = std::min(c.inputs.size(0), c.logits.size(0));
+    const merge::RouterFit f =
+        merge::fit_router(ck.get(name), c.inputs.narrow(0, 0, S), c.logits.narrow(0, 0, S), p.members, p.weights);
+    p.router_rows = f.rows;
+    p.extra["router_fit"] = {{"tokens", f.tokens}, {"residual", f.residual}};
+  }
+}
+
 void validate(const MergeOptions& o, const ModelConfig& cfg) {
-  static const std::vector<std::string> methods{"hc-smoe", "kmeans", "o-prune", "f-prune", "s-prune", "reap"};
+  static const std::vector<std::string> methods{"hc-smoe", "kmeans", "m-smoe", "o-prune", "f-prune", "s-prune", "reap"};
   if (std::find(methods.begin(), methods.end(), o.method) == methods.end())
-    fail("--method: unknown method '" + o.method + "' (hc-smoe | kmeans | o-prune | f-prune | s-prune | reap)");
-  if (o.merge != "freq" && o.merge != "average") fail("--merge: '" + o.merge + "' is not freq or average");
-  if (o.router != "dominant" && o.router != "weighted") fail("--router: '" + o.router + "' is not dominant or weighted");
+    fail("--method: unknown method '" + o.method + "' (hc-smoe | kmeans | m-smoe | o-prune | f-prune | s-prune | reap)");
+  if (o.merge != "freq" && o.merge != "average" && o.merge != "fix-dom")
+    fail("--merge: '" + o.merge + "' is not freq, average or fix-dom");
+  if (o.router != "dominant" && o.router != "weighted" && o.router != "fit")
+    fail("--router: '" + o.router + "' is not dominant, weighted or fit");
   if (o.output != "stock" && o.output != "exact") fail("--output: '" + o.output + "' is not stock or exact");
   merge::parse_linkage(o.linkage);
+  if (!o.representation.empty()) {
+    merge::parse_representation(o.representation);
+    if (merge::is_pruning(o.method))
+      fail("--representation: " + o.method + " does not group experts (hc-smoe, kmeans and m-smoe do)");
+  }
+  if (!o.allocation.empty()) {
+    if (o.allocation != "global" && o.allocation != "uniform")
+      fail("--allocation: '" + o.allocation + "' is not global or uniform");
+    if (o.method != "m-smoe") fail("--allocation: only m-smoe allocates groups per layer, not " + o.method);
+  }
+  if (o.group_limit < 1) fail(cat("--group-limit must be at least 1, not ", o.group_limit));
+  if (o.fit_tokens < 1) fail(cat("--fit-tokens must be at least 1, not ", o.fit_tokens));
   if (!cfg.is_moe()) fail_file(cfg.origin, "not an MoE model (model_type " + cfg.model_type + "): nothing to merge");
   if (cfg.model_type != "mixtral" && cfg.model_type != "qwen2_moe" && cfg.model_type != "olmoe")
     fail_file(cfg.origin, "merge reads Mixtral, Qwen2-MoE and OLMoE checkpoints, not model_type " + cfg.model_type);
   if (o.experts < 1) fail(cat("--experts must be at least 1, not ", o.experts));
   if (o.experts > cfg.num_experts)
     fail_file(cfg.origin, cat("--experts ", o.experts, " is more than the model's ", cfg.num_experts, " experts per layer"));
+  if (o.method == "m-smoe") {
+    const int64_t least = (cfg.num_experts + o.group_limit - 1) / o.group_limit;
+    if (o.allocation == "uniform" && o.experts < least)
+      fail(cat("--method m-smoe: ", cfg.num_experts, " experts in groups of at most ", o.group_limit,
+               " (--group-limit) need --experts >= ", least));
+    if (o.allocation != "uniform" && o.output == "stock" && o.experts < cfg.num_experts)
+      fail("--method m-smoe gives every layer its own expert count (global frequency threshold, spec A.8.1), which "
+           "a stock config cannot hold: add --output exact (Mixtral) or --allocation uniform");
+  }
   if (o.output == "exact") {
-    if (is_pruning(o.method)) fail("--output exact: pruning is already exact in the stock layout (drop --output)");
+    if (merge::is_pruning(o.method)) fail("--output exact: pruning is already exact in the stock layout (drop --output)");
     if (cfg.model_type != "mixtral")
       fail_file(cfg.origin, "--output exact writes merged Mixtral models only (the moeforge family has no shared expert "
                             "or QK-norm yet); use the stock output");
@@ -258,11 +266,18 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
 
   std::shared_ptr<Model> model = Model::load(model_dir, {at::kFloat, at::kCPU});
   const std::unique_ptr<Tokenizer> tok = Tokenizer::load(model_dir);
+  const bool merging = !merge::is_pruning(o.method);
+  const bool fit = merging && o.output == "stock" && o.router == "fit";
   MergeCalibOptions co = o.calib;
   co.gram = o.method == "o-prune";
+  if (fit || (merging && o.merge == "fix-dom")) {
+    co.keep_tokens = o.fit_tokens;
+    co.logits = true;
+  }
   const MergeCalibration calib = calibrate_merge(*model, *tok, co);
-  std::map<int64_t, LayerPlan> plans;
-  for (const LayerCalibration& c : calib.layers) plans[c.layer] = plan_layer(c, o, cfg);
+  MergePlan plan = merge::plan_merge(calib, o, cfg, *model);
+  if (fit) fit_routers(ck, calib, plan);
+  const std::map<int64_t, LayerPlan>& plans = plan.layers;
 
   json config;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
@@ -276,46 +291,57 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   save_checkpoint(out_dir, config, tensors, save);
   tensors.clear();
 
-  // The merged layers against the original ones on the kept calibration inputs.
+  // The merged layers against the original ones on the first error_tokens calibration inputs.
   std::shared_ptr<Model> merged = Model::load(out_dir, {at::kFloat, at::kCPU});
   model->eval();
   merged->eval();
   at::NoGradGuard no_grad;
   json layers = json::array();
+  std::vector<int64_t> counts;
   double error_sum = 0;
+  int64_t error_tokens = 0;
   for (const LayerCalibration& c : calib.layers) {
     const LayerPlan& p = plans.at(c.layer);
-    const at::Tensor y = model->ffn(c.layer)->forward(c.inputs, FfnContext{});
-    const at::Tensor y2 = merged->ffn(c.layer)->forward(c.inputs, FfnContext{});
+    const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0)));
+    error_tokens = x.size(0);
+    const at::Tensor y = model->ffn(c.layer)->forward(x, FfnContext{});
+    const at::Tensor y2 = merged->ffn(c.layer)->forward(x, FfnContext{});
     const double err = ((y - y2).norm() / y.norm().clamp_min(1e-30)).item<double>();
     error_sum += err;
+    counts.push_back(static_cast<int64_t>(p.members.size()));
     json l = {{"layer", c.layer},
+              {"experts", p.members.size()},
               {"clusters", p.members},
               {"weights", p.weights},
               {"router_row_of", p.representative},
-              {"frequency", to_vector(c.frequency)},
-              {"soft_score", to_vector(c.soft_score)},
-              {"reap", to_vector(c.reap)},
+              {"frequency", merge::to_vector(c.frequency)},
+              {"soft_score", merge::to_vector(c.soft_score)},
+              {"reap", merge::to_vector(c.reap)},
               {"output_error", err}};
     if (!p.heights.empty()) l["merge_heights"] = p.heights;
-    if (!p.extra.empty()) l["o_prune"] = p.extra;
+    for (const auto& [key, value] : p.extra.items()) l[key] = value;
     layers.push_back(l);
   }
   json report = {{"model", model_dir},
                  {"method", o.method},
                  {"experts_before", cfg.num_experts},
                  {"experts_after", o.experts},
+                 {"experts_per_layer", counts},
                  {"top_k", config["num_experts_per_tok"]},
+                 {"output", o.output},
                  {"calibration", {{"file", o.calib.file}, {"blocks", calib.blocks}, {"seq_len", calib.seq_len},
-                                  {"tokens", calib.tokens}, {"error_tokens", calib.layers.front().inputs.size(0)}}},
+                                  {"tokens", calib.tokens}, {"error_tokens", error_tokens}}},
                  {"mean_output_error", error_sum / static_cast<double>(calib.layers.size())},
                  {"layers", layers}};
   if (o.method == "o-prune") report["max_subsets"] = o.max_subsets;
-  if (o.method == "hc-smoe" || o.method == "kmeans") {
+  if (merging) {
+    report["representation"] = merge::representation_name(o);
     if (o.method == "hc-smoe") report["linkage"] = o.linkage;
     if (o.method == "kmeans") report["seed"] = o.seed;
     report["merge"] = o.merge;
     report["router"] = o.router;
+    if (co.keep_tokens > 0) report["fit_tokens"] = calib.layers.front().inputs.size(0);
+    for (const auto& [key, value] : plan.summary.items()) report[key] = value;
   }
   write_json_file(path_join(out_dir, "merge_report.json"), report);
   return report;

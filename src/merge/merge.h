@@ -1,24 +1,31 @@
 // `moeforge merge`: fewer experts per MoE layer without retraining (spec merge_and_eval.md §A,
 // docs/merge.md). One calibration pass of the original model (merge/calibrate.h), then per
-// layer a grouping of the N experts into r:
-//   hc-smoe  HC-SMoE: agglomerative clustering of the experts' mean outputs o_j (linkage
-//            average | single | complete | ward, SciPy's definitions), each cluster merged by
-//            usage-frequency-weighted (freq) or plain (average) averaging of its weights;
-//   kmeans   the same merge over the reference code's K-means clusters (what its released
+// layer a grouping of the N experts (merge/plan.h):
+//   hc-smoe  HC-SMoE: agglomerative clustering of the experts' representation (expert-output,
+//            the paper's: mean outputs o_j; router-logits; weights — merge/represent.h), linkage
+//            average | single | complete | ward (SciPy's definitions), cut at r clusters;
+//   kmeans   the reference code's K-means on the same representation (what its released
 //            scripts run, through their `hirarchical` typo), for reproducing it;
+//   m-smoe   M-SMoE as HC-SMoE's code runs it: the most frequently selected experts dominate,
+//            every other expert joins its most similar dominant expert (router-logit cosine by
+//            default) with at most group_limit (4) experts per group, and the number of groups
+//            per layer comes from one global frequency threshold (non-uniform; merge/msmoe.h);
 //   o-prune  keep the r experts whose pruned layer output is closest to the original on the
 //            calibration tokens (exhaustive over subsets, or a seeded sample; merge/oprune.h);
 //   f-prune  keep the r most frequently selected experts;
 //   s-prune  keep the r experts with the largest mean router probability (SEER-MoE soft counts);
 //   reap     keep the r experts with the largest REAP saliency (mean of gate · ‖E_j(x)‖ over
 //            the tokens routed to them).
+// A group of experts is merged by usage-frequency-weighted (freq) or plain (average) averaging of
+// its weights, or neuron-aligned into its dominant expert (fix-dom, merge/fixdom.h).
 // Output: a stock checkpoint of the same family with r experts. Pruning is exact (router rows
-// sliced); a merged cluster's router row is its representative's (`dominant`: the member
-// closest to the cluster's mean feature) or the frequency-weighted mean of its members' rows
-// (`weighted`), an approximation of the reference's "sum of the members' probabilities",
-// whose calibration output error merge_report.json states per layer. `--output exact` (Mixtral)
-// keeps the paper's semantics instead: a moeforge-family checkpoint with the original router
-// and the N -> r expert map (moe/routers/merged_router.h).
+// sliced); a merged cluster's router row is its representative's (`dominant`), the merge-weighted
+// mean of its members' rows (`weighted`), or a least-squares fit to the cluster's summed routing
+// mass on the calibration tokens (`fit`, merge/router_fit.h) — approximations of the reference's
+// "sum of the members' probabilities", whose calibration output error merge_report.json states
+// per layer. `--output exact` (Mixtral) keeps the paper's semantics instead: a moeforge-family
+// checkpoint with the original router and the N -> r expert map (moe/routers/merged_router.h);
+// it also holds m-smoe's different expert counts per layer, which a stock config cannot.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,11 +36,15 @@
 namespace mf {
 
 struct MergeOptions {
-  std::string method = "hc-smoe";   // hc-smoe | kmeans | o-prune | f-prune | s-prune | reap
-  int64_t experts = 0;              // r, per layer
+  std::string method = "hc-smoe";   // hc-smoe | kmeans | m-smoe | o-prune | f-prune | s-prune | reap
+  int64_t experts = 0;              // r, per layer (m-smoe with global allocation: on average)
+  std::string representation;       // expert-output | router-logits | weights; "" = the method's default
   std::string linkage = "average";  // hc-smoe
-  std::string merge = "freq";       // hc-smoe: freq | average
-  std::string router = "dominant";  // merged clusters' router row: dominant | weighted
+  std::string merge = "freq";       // merging methods: freq | average | fix-dom
+  std::string router = "dominant";  // merged clusters' router row: dominant | weighted | fit
+  std::string allocation;           // m-smoe: global (default, the reference's) | uniform
+  int64_t group_limit = 4;          // m-smoe: at most this many experts per group
+  int64_t fit_tokens = 8192;        // MoE inputs kept per layer for --router fit and --merge fix-dom
   std::string output = "stock";     // stock | exact (Mixtral: moeforge family, original router + expert map)
   uint64_t seed = 0;                // kmeans: k-means++ draws; o-prune: the subset sample
   int64_t max_subsets = 100000;     // o-prune: exhaustive up to this many subsets, else a sample

@@ -15,6 +15,22 @@
 #define MOEFORGE_SPM_SHIM_BUILD_PATH ""
 #endif
 
+// RTLD_DEEPBIND keeps the shim's protobuf apart from libtorch's. AddressSanitizer refuses it
+// (google/sanitizers#611); a sanitizer build binds normally, which works as long as the process
+// does not use libtorch's protobuf (the tests do not).
+#if defined(__SANITIZE_ADDRESS__)
+#define MOEFORGE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MOEFORGE_ASAN 1
+#endif
+#endif
+#ifdef MOEFORGE_ASAN
+constexpr int kDeepBind = 0;
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+
 namespace mf {
 
 // The C functions of libmoeforge_spm.so.
@@ -63,7 +79,7 @@ const SpmTokenizer::Api* load_api(std::string& error) {
     std::string tried;
     for (const auto& c : candidates) {
       if (!path_exists(c)) continue;
-      lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);
       if (lib) break;
       tried += cat(" ", c, " (", dlerror(), ")");
     }
