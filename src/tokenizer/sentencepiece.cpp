@@ -15,9 +15,10 @@
 #define MOEFORGE_SPM_SHIM_BUILD_PATH ""
 #endif
 
-// RTLD_DEEPBIND keeps the shim's protobuf apart from libtorch's. AddressSanitizer refuses it
-// (google/sanitizers#611); a sanitizer build binds normally, which works as long as the process
-// does not use libtorch's protobuf (the tests do not).
+// The shim's protobuf (bundled in libsentencepiece) must not bind to libtorch's: RTLD_DEEPBIND
+// keeps them apart. AddressSanitizer refuses RTLD_DEEPBIND (google/sanitizers#611), so sanitizer
+// builds load the (uninstrumented) shim into a namespace of its own with dlmopen; its C interface
+// passes only plain values and buffers the shim frees itself.
 #if defined(__SANITIZE_ADDRESS__)
 #define MOEFORGE_ASAN 1
 #elif defined(__has_feature)
@@ -25,11 +26,14 @@
 #define MOEFORGE_ASAN 1
 #endif
 #endif
+
+static void* open_spm_shim(const char* path) {
 #ifdef MOEFORGE_ASAN
-constexpr int kDeepBind = 0;
+  return dlmopen(LM_ID_NEWLM, path, RTLD_NOW | RTLD_LOCAL);
 #else
-constexpr int kDeepBind = RTLD_DEEPBIND;
+  return dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
 #endif
+}
 
 namespace mf {
 
@@ -79,7 +83,7 @@ const SpmTokenizer::Api* load_api(std::string& error) {
     std::string tried;
     for (const auto& c : candidates) {
       if (!path_exists(c)) continue;
-      lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);
+      lib = open_spm_shim(c.c_str());
       if (lib) break;
       tried += cat(" ", c, " (", dlerror(), ")");
     }
