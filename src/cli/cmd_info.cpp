@@ -1,10 +1,12 @@
 // `moeforge info MODEL`: what a checkpoint is — architecture, sizes, experts, parameter counts,
 // dtypes and files — as a table or JSON. Reads headers only; no tensor data is touched.
+// A GGUF file (llama.cpp, docs/gguf.md) is described from its metadata and tensor infos.
 #include <algorithm>
 #include <cstdio>
 #include <map>
 
 #include "cli/commands.h"
+#include "gguf/gguf_reader.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
 #include "util/fs.h"
@@ -157,18 +159,120 @@ void print_table(const json& d) {
   for (const auto& [k, v] : rows) std::printf("%-13s %s\n", k.c_str(), v.c_str());
 }
 
+bool is_gguf_path(const std::string& path) {
+  return !is_directory(path) && (ends_with(path, ".gguf") || gguf::has_gguf_magic(path));
+}
+
+// Arrays longer than this are summarised in --json (a vocabulary has 10^5 entries).
+constexpr size_t kMaxArrayShown = 16;
+
+json describe_gguf(const std::string& path) {
+  const gguf::File f = gguf::read_file(path);
+  json out;
+  out["path"] = path;
+  out["format"] = "gguf";
+  out["version"] = f.version;
+  out["alignment"] = f.alignment;
+  out["data_offset"] = f.data_offset;
+  out["file_bytes"] = f.file_size;
+  json meta = json::object();
+  for (const auto& kv : f.kv) {
+    if (kv.type == gguf::ValueType::ARRAY && kv.count > kMaxArrayShown) {
+      json head = json::array();
+      for (size_t i = 0; i < 8; ++i) head.push_back(kv.value[i]);
+      meta[kv.key] = {{"type", "array"}, {"element_type", gguf::value_type_name(kv.elem_type)}, {"count", kv.count},
+                      {"head", head}};
+    } else {
+      meta[kv.key] = kv.value;
+    }
+  }
+  out["metadata"] = meta;
+  json tensors = json::array();
+  std::map<std::string, int64_t> type_params;
+  int64_t params = 0;
+  for (const auto& t : f.tensors) {
+    const char* tn = gguf::type_traits(t.type).name;
+    tensors.push_back({{"name", t.name}, {"ne", t.ne}, {"type", tn}, {"offset", t.offset}, {"bytes", t.nbytes}});
+    type_params[tn] += t.numel();
+    params += t.numel();
+  }
+  out["tensors"] = tensors;
+  out["tensor_types"] = type_params;
+  out["parameters"] = params;
+  const std::string arch = f.get_string("general.architecture");
+  out["architecture"] = arch;
+  const json* tokens = nullptr;
+  if (const gguf::KeyValue* kv = f.find("tokenizer.ggml.tokens")) tokens = &kv->value;
+  out["vocab_size"] = tokens ? static_cast<int64_t>(tokens->size()) : f.get_int(arch + ".vocab_size");
+  return out;
+}
+
+void print_gguf_table(const json& d) {
+  const json& m = d["metadata"];
+  const std::string arch = d["architecture"];
+  auto num = [&](const std::string& key) -> std::string {
+    auto it = m.find(arch + "." + key);
+    return it == m.end() ? std::string() : it->dump();
+  };
+  auto str = [&](const std::string& key) -> std::string {
+    auto it = m.find(key);
+    return it == m.end() || !it->is_string() ? std::string() : it->get<std::string>();
+  };
+  std::vector<std::pair<std::string, std::string>> rows;
+  rows.push_back({"model", d["path"]});
+  rows.push_back({"format", cat("GGUF v", d["version"].get<int64_t>(), ", alignment ", d["alignment"].get<int64_t>())});
+  rows.push_back({"architecture", arch.empty() ? "(none)" : arch});
+  if (!str("general.name").empty()) rows.push_back({"name", str("general.name")});
+  if (!num("block_count").empty()) rows.push_back({"layers", num("block_count")});
+  if (!num("embedding_length").empty()) rows.push_back({"hidden size", num("embedding_length")});
+  if (!num("feed_forward_length").empty() && num("expert_count").empty())
+    rows.push_back({"FFN width", num("feed_forward_length")});
+  if (!num("attention.head_count").empty()) {
+    std::string att = num("attention.head_count") + " heads";
+    if (!num("attention.head_count_kv").empty()) att += ", " + num("attention.head_count_kv") + " KV heads";
+    rows.push_back({"attention", att});
+  }
+  if (!num("expert_count").empty()) {
+    std::string width = num("expert_feed_forward_length").empty() ? num("feed_forward_length")
+                                                                  : num("expert_feed_forward_length");
+    std::string e = num("expert_count") + " experts of " + width + ", top-" + num("expert_used_count");
+    if (!num("expert_shared_feed_forward_length").empty())
+      e += " + shared expert of " + num("expert_shared_feed_forward_length");
+    rows.push_back({"experts", e});
+  }
+  if (!num("context_length").empty()) rows.push_back({"context", num("context_length")});
+  if (d["vocab_size"].get<int64_t>() >= 0) {
+    std::string vocab = std::to_string(d["vocab_size"].get<int64_t>());
+    if (!str("tokenizer.ggml.model").empty())
+      vocab += " (tokenizer " + str("tokenizer.ggml.model") +
+               (str("tokenizer.ggml.pre").empty() ? "" : ", pre " + str("tokenizer.ggml.pre")) + ")";
+    rows.push_back({"vocabulary", vocab});
+  }
+  std::string types;
+  for (auto it = d["tensor_types"].begin(); it != d["tensor_types"].end(); ++it)
+    types += (types.empty() ? "" : ", ") + it.key() + " (" + format_count(it.value().get<double>()) + ")";
+  rows.push_back({"tensors", cat(d["tensors"].size(), ": ", types)});
+  rows.push_back({"parameters", format_count(d["parameters"].get<double>())});
+  rows.push_back({"metadata", cat(m.size(), " keys")});
+  rows.push_back({"file size", format_bytes(d["file_bytes"].get<double>())});
+  for (const auto& [k, v] : rows) std::printf("%-13s %s\n", k.c_str(), v.c_str());
+}
+
 }  // namespace
 
 void add_info_command(CLI::App& app, const GlobalOptions&) {
   auto* cmd = app.add_subcommand("info", "What a checkpoint is: architecture, sizes, experts, parameters, dtypes, files");
   auto path = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
-  cmd->add_option("MODEL", *path, "Hugging Face model directory or .safetensors file")->required();
+  cmd->add_option("MODEL", *path, "Hugging Face model directory, .safetensors file or .gguf file")->required();
   cmd->add_flag("--json", *as_json, "print JSON instead of a table");
   cmd->callback([path, as_json]() {
-    json d = describe(*path);
+    const bool gguf_file = is_gguf_path(*path);
+    json d = gguf_file ? describe_gguf(*path) : describe(*path);
     if (*as_json)
-      std::printf("%s\n", d.dump(2).c_str());
+      std::printf("%s\n", d.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    else if (gguf_file)
+      print_gguf_table(d);
     else
       print_table(d);
   });

@@ -1,4 +1,6 @@
 // moeforge perplexity MODEL --text FILE [--context N --stride S] : rolling-window perplexity.
+// Hidden: --token-logprobs FILE writes, for every scored token, log p(token | context) and the
+// top-k next-token log-probabilities (the llama.cpp agreement check, tests/gguf/check.mjs).
 #include <chrono>
 #include <cstdio>
 
@@ -16,10 +18,52 @@
 
 namespace mf::cli {
 
+namespace {
+
+// The windows of rolling_perplexity (model/perplexity.cpp), with every scored position's
+// log-probabilities (computed in fp64 from the fp32 logits).
+json token_logprobs(Model& model, const std::vector<int64_t>& ids, int64_t context, int64_t stride, int64_t top) {
+  at::NoGradGuard guard;
+  const int64_t L = static_cast<int64_t>(ids.size());
+  const at::Tensor all = at::tensor(ids, at::kLong);
+  json windows = json::array(), target_index = json::array(), logprob = json::array(), top_ids = json::array(),
+       top_lp = json::array();
+  int64_t scored_until = 1;
+  for (int64_t begin = 0; scored_until < L; begin += stride) {
+    const int64_t end = std::min(begin + context, L);
+    const int64_t first = std::max(scored_until, begin + 1);
+    if (first >= end) continue;
+    const at::Tensor h = model.forward_hidden(all.slice(0, begin, end).view({1, -1}));
+    const at::Tensor lp =
+        at::log_softmax(model.lm_head(h[0].slice(0, first - 1 - begin, end - 1 - begin)).to(at::kDouble), -1).cpu();
+    const int64_t k = std::min<int64_t>(top, lp.size(1));
+    const auto best = lp.topk(k, -1);
+    const at::Tensor bv = std::get<0>(best).contiguous(), bi = std::get<1>(best).contiguous();
+    for (int64_t t = first; t < end; ++t) {
+      const int64_t row = t - first;
+      target_index.push_back(t);
+      logprob.push_back(lp[row][ids[static_cast<size_t>(t)]].item<double>());
+      json ti = json::array(), tl = json::array();
+      for (int64_t j = 0; j < k; ++j) {
+        ti.push_back(bi[row][j].item<int64_t>());
+        tl.push_back(bv[row][j].item<double>());
+      }
+      top_ids.push_back(ti);
+      top_lp.push_back(tl);
+    }
+    windows.push_back({{"begin", begin}, {"end", end}, {"first", first}});
+    scored_until = end;
+  }
+  return json{{"ids", ids},         {"context", context},   {"stride", stride},   {"windows", windows},
+              {"target_index", target_index}, {"logprob", logprob}, {"top_ids", top_ids}, {"top_logprobs", top_lp}};
+}
+
+}  // namespace
+
 void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
-    std::string model, text, dtype = "float32", device = "cpu", output, adapter;
-    int64_t context = 0, stride = 0;
+    std::string model, text, dtype = "float32", device = "cpu", output, adapter, token_logprobs;
+    int64_t context = 0, stride = 0, top = 8;
     bool json_out = false;
   };
   auto o = std::make_shared<Opts>();
@@ -35,6 +79,12 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--device", o->device, "cpu or cuda[:N]");
   cmd->add_flag("--json", o->json_out, "print the result as JSON");
   cmd->add_option("--output", o->output, "also write the JSON record to this file");
+  // Hidden (group ""): the per-token record of the llama.cpp agreement check.
+  cmd->add_option("--token-logprobs", o->token_logprobs, "write per-token log-probabilities (JSON) to this file")
+      ->group("");
+  cmd->add_option("--token-logprobs-top", o->top, "top-k next-token log-probabilities per position")
+      ->check(positive())
+      ->group("");
   cmd->callback([o]() {
     std::string text = read_file(o->text);
     LoadOptions lo{parse_dtype(o->dtype), parse_device(o->device)};
@@ -69,6 +119,8 @@ void add_perplexity_command(CLI::App& app, const GlobalOptions& globals) {
            {"perplexity", r.perplexity()},
            {"seconds", secs}};
     if (!o->output.empty()) write_json_file(o->output, j);
+    if (!o->token_logprobs.empty())
+      write_json_file(o->token_logprobs, token_logprobs(*model, ids, context, stride, o->top));
     if (o->json_out) std::printf("%s\n", j.dump(2).c_str());
     else std::printf("perplexity %.4f (mean NLL %.4f nats over %lld tokens, %lld windows of %lld, stride %lld)\n",
                      r.perplexity(), r.mean_nll(), static_cast<long long>(r.tokens), static_cast<long long>(r.windows),
