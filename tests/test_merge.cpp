@@ -18,70 +18,14 @@
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/str.h"
+#include "merge_fixtures.h"
 #include "spm_llama_fixture.h"
 #include "test_helpers.h"
 
 using namespace mf;
 using mf::testing_helpers::run_moeforge;
 
-namespace {
-
-std::string fresh(const std::string& name) {
-  std::string d = ::testing::TempDir() + "/mf_merge_" + name;
-  remove_all(d);
-  return d;
-}
-
-// A 2-layer random Llama (hidden 16, FFN 24) upcycled to a 4-expert top-2 Mixtral: identical
-// copies, or with noise on each expert's weights so that they differ.
-const std::string& mixtral(bool noisy) {
-  static std::string dirs[2];
-  std::string& d = dirs[noisy ? 1 : 0];
-  if (d.empty()) {
-    const std::string base = fresh("base");
-    testing_fixtures::save_tiny_spm_llama(base);
-    UpcycleConfig c;
-    c.origin = "test";
-    c.base_model = base;
-    c.family = "mixtral";
-    c.top_k = 2;
-    c.dtype = "fp32";
-    UpcycleExpert e;
-    e.source_model = base;
-    e.noise_scale = noisy ? 0.05 : 0.0;
-    c.experts.assign(4, e);
-    d = fresh(noisy ? "noisy" : "copies");
-    run_upcycle(c, d);
-  }
-  return d;
-}
-
-const std::string& calib_file() {
-  static const std::string path = [] {
-    std::string p = fresh("calib.jsonl");
-    std::ofstream f(p);
-    const char* texts[] = {"The quick brown fox jumps over the lazy dog near the river bank.",
-                           "In the beginning God created the heaven and the earth.",
-                           "A compiler translates source code into machine code for a processor.",
-                           "Bread is made from flour, water, salt and yeast, then baked in an oven."};
-    for (int rep = 0; rep < 6; ++rep)
-      for (const char* t : texts) f << json{{"text", t}}.dump() << "\n";
-    return p;
-  }();
-  return path;
-}
-
-MergeOptions options(const std::string& method, int64_t r) {
-  MergeOptions o;
-  o.method = method;
-  o.experts = r;
-  o.calib.file = calib_file();
-  o.calib.seq_len = 16;
-  o.calib.blocks = 8;
-  return o;
-}
-
-}  // namespace
+using namespace mf::merge_fixtures;
 
 TEST(Merge, KeepingAllExpertsGivesTheModelBackBitForBit) {
   for (const std::string method : {"hc-smoe", "f-prune", "s-prune"}) {
