@@ -1,15 +1,20 @@
 // Fixtures of the merge tests (test_merge*.cpp): a tiny upcycled Mixtral (identical or noisy
-// experts), a calibration file, and merge options sized for them.
+// experts), a calibration file, merge options sized for them, and the paper's in-memory merged
+// model to compare an exact output with.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <string>
 
+#include "io/checkpoint.h"
 #include "merge/merge.h"
+#include "model/model.h"
+#include "model/moe_ffn.h"
 #include "upcycle/upcycle.h"
 #include "util/fs.h"
 #include "util/json.h"
+#include "util/str.h"
 #include "spm_llama_fixture.h"
 
 namespace mf::merge_fixtures {
@@ -69,5 +74,29 @@ inline MergeOptions options(const std::string& method, int64_t r) {
   return o;
 }
 
+
+// The original model `model_dir` with every expert's weights replaced by its cluster's merged
+// weights from the checkpoint `merged` (the report's clusters): tied experts, original router and
+// top-k — the paper's forward, which an exact output must reproduce.
+inline std::shared_ptr<Model> tied_merged_model(const std::string& model_dir, const json& report,
+                                                const Checkpoint& merged) {
+  std::shared_ptr<Model> tied = Model::load(model_dir, {at::kFloat, at::kCPU});
+  at::NoGradGuard ng;
+  for (const json& l : report["layers"]) {
+    const int64_t layer = l["layer"].get<int64_t>();
+    auto block = std::dynamic_pointer_cast<MoeFFN>(tied->ffn(layer));
+    EXPECT_TRUE(block) << "layer " << layer << " is not an MoE block";
+    if (!block) continue;
+    const auto clusters = l["clusters"].get<std::vector<std::vector<int64_t>>>();
+    for (size_t c = 0; c < clusters.size(); ++c)
+      for (int64_t j : clusters[c]) {
+        const std::string pre = cat("model.layers.", layer, ".mlp.experts.", c, ".");
+        block->experts[j]->gate->weight.copy_(merged.get(pre + "gate_proj.weight", at::kFloat));
+        block->experts[j]->up->weight.copy_(merged.get(pre + "up_proj.weight", at::kFloat));
+        block->experts[j]->down->weight.copy_(merged.get(pre + "down_proj.weight", at::kFloat));
+      }
+  }
+  return tied;
+}
 
 }  // namespace mf::merge_fixtures

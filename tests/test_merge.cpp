@@ -214,23 +214,7 @@ TEST(Merge, ExactOutputReproducesTheInMemoryMergedModel) {
   const Checkpoint merged = Checkpoint::open(out);
   EXPECT_EQ(merged.config()["model_type"], "moeforge");
   EXPECT_EQ(merged.config()["router"]["type"], "merged");
-  std::shared_ptr<Model> tied = Model::load(mixtral(true), {at::kFloat, at::kCPU});
-  {
-    at::NoGradGuard ng;
-    for (const json& l : report["layers"]) {
-      const int64_t layer = l["layer"].get<int64_t>();
-      auto block = std::dynamic_pointer_cast<MoeFFN>(tied->ffn(layer));
-      ASSERT_TRUE(block);
-      const auto clusters = l["clusters"].get<std::vector<std::vector<int64_t>>>();
-      for (size_t c = 0; c < clusters.size(); ++c)
-        for (int64_t j : clusters[c]) {
-          const std::string pre = cat("model.layers.", layer, ".mlp.experts.", c, ".");
-          block->experts[j]->gate->weight.copy_(merged.get(pre + "gate_proj.weight", at::kFloat));
-          block->experts[j]->up->weight.copy_(merged.get(pre + "up_proj.weight", at::kFloat));
-          block->experts[j]->down->weight.copy_(merged.get(pre + "down_proj.weight", at::kFloat));
-        }
-    }
-  }
+  std::shared_ptr<Model> tied = tied_merged_model(mixtral(true), report, merged);
   std::shared_ptr<Model> exact = Model::load(out, {at::kFloat, at::kCPU});
   tied->eval();
   exact->eval();

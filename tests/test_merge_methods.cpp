@@ -424,23 +424,7 @@ TEST(MergeMethods, MSmoeExactOutputHoldsPerLayerCounts) {
     }
     // Its logits equal those of the original model with every expert replaced by its group's merged
     // weights (tied experts, the original router): the paper's forward.
-    std::shared_ptr<Model> tied = Model::load(mixtral(true), {at::kFloat, at::kCPU});
-    {
-      at::NoGradGuard ng;
-      for (const json& l : report["layers"]) {
-        const int64_t layer = l["layer"].get<int64_t>();
-        auto block = std::dynamic_pointer_cast<MoeFFN>(tied->ffn(layer));
-        ASSERT_TRUE(block);
-        const auto clusters = clusters_of(l);
-        for (size_t c = 0; c < clusters.size(); ++c)
-          for (int64_t j : clusters[c]) {
-            const std::string pre = cat("model.layers.", layer, ".mlp.experts.", c, ".");
-            block->experts[j]->gate->weight.copy_(b.get(pre + "gate_proj.weight", at::kFloat));
-            block->experts[j]->up->weight.copy_(b.get(pre + "up_proj.weight", at::kFloat));
-            block->experts[j]->down->weight.copy_(b.get(pre + "down_proj.weight", at::kFloat));
-          }
-      }
-    }
+    std::shared_ptr<Model> tied = tied_merged_model(mixtral(true), report, b);
     std::shared_ptr<Model> exact = Model::load(out, {at::kFloat, at::kCPU});
     tied->eval();
     exact->eval();
