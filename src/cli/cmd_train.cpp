@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "model/config.h"
+#include "moe/hyper_expert.h"
 #include "model/load.h"
 #include "model/model.h"
 #include "model/size_limits.h"
@@ -14,14 +15,33 @@
 #include "train/pretrain_model.h"
 #include "train/router_recipe.h"
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 namespace mf::cli {
+namespace {
+
+// --hypermoe: the reference's hyper-parameters in the model's config (unless it has them), so the
+// family builds HyperMoE blocks and a continued checkpoint gets fresh HyperMoE tensors.
+void add_hypermoe(PretrainConfig& cfg, const ModelConfig& m) {
+  if (!m.is_moe())
+    fail_file(m.origin, "--hypermoe needs an MoE model, this one is dense (make one with moeforge upcycle --family moeforge)");
+  if (m.family != Family::moeforge)
+    fail_file(m.origin, "--hypermoe stores its tensors in the moeforge family, this model is " + m.model_type +
+                            " (upcycle the dense model with --family moeforge)");
+  if (cfg.model.contains("hypermoe")) return;
+  const json h = moe::to_json(moe::HyperMoeOptions{});
+  cfg.model["hypermoe"] = h;
+  cfg.model_overrides["hypermoe"] = h;
+}
+
+}  // namespace
 
 
 void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
     std::string model, recipe, config, output, json_out, init;
+    bool hypermoe = false;
   };
   auto opts = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router)");
@@ -31,9 +51,13 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--output", opts->output, "Run directory (overrides training.output_dir)");
   cmd->add_option("--init", opts->init, "pretrain: continue from this model directory (overrides training.init)");
   cmd->add_option("--json", opts->json_out, "Write the result record as JSON to this file");
+  cmd->add_flag("--hypermoe", opts->hypermoe,
+                "pretrain: add a HyperExpert to every MoE layer (HyperMoE, the reference's hyper-parameters unless "
+                "the model section has a 'hypermoe' object; docs/hypermoe.md)");
   cmd->callback([opts, &globals]() {
     if (opts->recipe == "router") {
       if (!opts->init.empty()) throw UsageError("--init belongs to the pretrain recipe (the router recipe takes MODEL)");
+      if (opts->hypermoe) throw UsageError("--hypermoe belongs to the pretrain recipe");
       RouterRecipeConfig cfg = load_router_config(opts->config);
       if (!opts->model.empty()) cfg.model_dir = opts->model;
       if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
@@ -57,7 +81,9 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     PretrainConfig cfg = load_pretrain_config(opts->config, opts->init);
     if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
     cfg.trainer.progress = !globals.quiet;
-    const ModelConfig mcfg = parse_model_config(cfg.model, cfg.init.empty() ? opts->config : cfg.init);
+    const std::string model_origin = cfg.init.empty() ? opts->config : path_join(cfg.init, "config.json");
+    if (opts->hypermoe) add_hypermoe(cfg, parse_model_config(cfg.model, model_origin));
+    const ModelConfig mcfg = parse_model_config(cfg.model, model_origin);
     // fp32 weights, their gradients and AdamW's two moments, before a byte of it is allocated.
     check_model_fits_memory(mcfg, 16.0, "to train with AdamW in fp32");
     auto tok = Tokenizer::load(cfg.tokenizer);

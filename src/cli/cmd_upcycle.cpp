@@ -1,9 +1,11 @@
 // `moeforge upcycle MODEL --experts N --top-k k --family mixtral --out DIR` or
 // `moeforge upcycle --config moe.yml --out DIR` (mergekit-moe YAML): dense FFNs become the
-// experts of a Mixtral / Qwen2-MoE / OLMoE checkpoint (upcycle/upcycle.h, docs/upcycle.md).
+// experts of a Mixtral / Qwen2-MoE / OLMoE / moeforge checkpoint (upcycle/upcycle.h,
+// docs/upcycle.md); `--family moeforge --router noisy_topk` is HyperMoE's GPT-2-MoE recipe.
 #include <iostream>
 
 #include "cli/commands.h"
+#include "upcycle/gate_init.h"
 #include "upcycle/upcycle.h"
 #include "util/error.h"
 #include "util/json.h"
@@ -48,19 +50,25 @@ void add_upcycle_command(CLI::App& app, const GlobalOptions&) {
     UpcycleConfig c;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("upcycle", "Make a dense model's FFNs the experts of a Mixtral / Qwen2-MoE / OLMoE model");
+  auto* cmd = app.add_subcommand("upcycle",
+                                 "Make a dense model's FFNs the experts of a Mixtral / Qwen2-MoE / OLMoE / moeforge model");
   cmd->add_option("MODEL", a->model, "dense Llama / Mistral / Qwen2 model directory (or use --config)");
   cmd->add_option("--config", a->config, "mergekit-moe style YAML: base_model, experts with their source_model, ...");
   cmd->add_option("--out", a->out, "output model directory")->required();
   auto* experts = cmd->add_option("--experts", a->experts, "experts per layer (N)")->check(positive());
   auto* top_k = cmd->add_option("--top-k", a->top_k, "experts per token (k)")->capture_default_str()->check(positive());
-  auto* family = cmd->add_option("--family", a->c.family, "mixtral | qwen2_moe | olmoe")->capture_default_str();
+  auto* family = cmd->add_option("--family", a->c.family, "mixtral | qwen2_moe | olmoe | moeforge")->capture_default_str();
+  auto* router = cmd->add_option("--router", a->c.router,
+                                 "linear | noisy_topk (Shazeer / HyperMoE noisy top-k gate; --family moeforge only)")
+                     ->capture_default_str();
   auto* gran = cmd->add_option("--granularity", a->granularity, "cut each FFN into G slices; experts are f/G wide")
                    ->capture_default_str()->check(positive());
   auto* shared = cmd->add_flag("--shared-expert", a->shared, "add a shared expert, a full copy of the FFN (qwen2_moe)");
-  auto* gate = cmd->add_option("--gate-mode", a->c.gate_mode, "random | uniform_random (prompt modes need --config)")
+  auto* gate = cmd->add_option("--gate-mode", a->c.gate_mode,
+                               join(gate_modes(), " | ") + " (prompt modes cheap_embed, hidden need --config)")
                    ->capture_default_str();
-  auto* layers = cmd->add_option("--layers", a->layers, "layers to make sparse: a:b or 0,2,5 (default: all; qwen2_moe only)");
+  auto* layers = cmd->add_option("--layers", a->layers,
+                                 "layers to make sparse: a:b or 0,2,5 (default: all; qwen2_moe and moeforge only)");
   auto* seed = cmd->add_option("--seed", a->c.seed, "seed of the random gate modes and the noise")->capture_default_str();
   auto* noise = cmd->add_option("--noise-scale", a->noise, "std of Gaussian noise added to each routed expert's weights")
                     ->capture_default_str()->check(non_negative());
@@ -70,11 +78,11 @@ void add_upcycle_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--shard-size", a->shard_size, "maximum shard size, e.g. 5GB, 500MB")->capture_default_str();
   cmd->add_flag("--overwrite", a->overwrite, "replace --out if it exists and is not empty");
   cmd->add_option("--json", a->json_path, "also write the summary as JSON to FILE");
-  cmd->callback([a, experts, top_k, family, gran, shared, gate, layers, seed, noise, residual, dtype]() {
+  cmd->callback([a, experts, top_k, family, router, gran, shared, gate, layers, seed, noise, residual, dtype]() {
     UpcycleConfig c;
     if (!a->config.empty()) {
       if (!a->model.empty()) throw UsageError("give either MODEL or --config, not both");
-      for (CLI::Option* o : {experts, top_k, family, gran, shared, gate, layers, seed, noise, residual, dtype})
+      for (CLI::Option* o : {experts, top_k, family, router, gran, shared, gate, layers, seed, noise, residual, dtype})
         if (o->count() > 0) throw UsageError(o->get_name() + " is set by the --config file; remove it from the command line");
       c = load_upcycle_yaml(a->config);
     } else {
@@ -101,6 +109,7 @@ void add_upcycle_command(CLI::App& app, const GlobalOptions&) {
     UpcycleResult r = run_upcycle(c, a->out, a->overwrite);
     json out = {{"output", a->out},
                 {"family", c.family},
+                {"router", c.router},
                 {"experts", c.experts.size()},
                 {"top_k", c.top_k},
                 {"granularity", c.granularity},
@@ -111,7 +120,8 @@ void add_upcycle_command(CLI::App& app, const GlobalOptions&) {
                 {"active_parameters", r.active_parameters},
                 {"gate_condition_numbers", r.gate_condition_numbers}};
     if (!a->json_path.empty()) write_json_file(a->json_path, out);
-    std::cout << "wrote " << a->out << ": " << c.family << ", " << c.experts.size() << " experts (top-" << c.top_k
+    std::cout << "wrote " << a->out << ": " << c.family << " (" << c.router << " router), " << c.experts.size()
+              << " experts (top-" << c.top_k
               << (c.shared_expert ? ", shared expert" : "") << ") in " << r.moe_layers << " layers, "
               << r.total_parameters << " parameters, " << r.active_parameters << " active per token\n";
   });

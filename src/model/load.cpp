@@ -1,6 +1,9 @@
 // Model::load: config.json -> typed config -> tensor validation -> weights in the requested
 // dtype on the requested device. Every mismatch is a one-line error naming file and tensor.
+#include <set>
+
 #include "io/checkpoint.h"
+#include "model/hypermoe_ffn.h"
 #include "model/load.h"
 #include "model/model.h"
 #include "util/error.h"
@@ -26,6 +29,13 @@ std::shared_ptr<Model> load_model_with_overrides(const std::string& dir, const L
     present[name] = ck.info(name).shape;
     file_of[name] = ck.file_of(name);
   }
+  // Overrides that add HyperMoE to a model without it (train --hypermoe): its tensors start from
+  // their own initialisation instead of the checkpoint.
+  std::set<std::string> fresh;
+  if (overrides.contains("hypermoe") && !ck.config().contains("hypermoe"))
+    for (const auto& spec : expected_tensors(cfg))
+      if (is_hypermoe_tensor(spec.name) && !present.count(spec.name) && fresh.insert(spec.name).second)
+        present[spec.name] = spec.shape;
   validate_tensors(cfg, present, dir, file_of);
   std::map<std::string, std::string> stored;  // canonical -> stored name
   for (const auto& [name, shape] : present) stored[canonical_tensor_name(cfg, name)] = name;
@@ -36,6 +46,10 @@ std::shared_ptr<Model> load_model_with_overrides(const std::string& dir, const L
   {
     at::NoGradGuard guard;
     for (auto& p : model->named_parameters()) {
+      if (fresh.count(p.key())) {
+        p.value().set_data(p.value().to(options.dtype).to(options.device));
+        continue;
+      }
       const std::string& src = stored.at(p.key());
       at::Tensor t = ck.get(src, options.dtype);
       p.value().set_data(t.to(options.device).contiguous());

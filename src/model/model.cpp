@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include "model/family.h"
+#include "model/hypermoe_ffn.h"
 #include "model/layers.h"
 #include "model/moe_ffn.h"
 #include "moe/losses.h"
@@ -31,7 +32,11 @@ at::Device parse_device(const std::string& name) {
   throw UsageError("unknown device \"" + name + "\" (use cpu or cuda[:N])");
 }
 
-std::shared_ptr<Model> Model::create(const ModelConfig& cfg) { return family_registry().at(cfg.model_type).build(cfg); }
+std::shared_ptr<Model> Model::create(const ModelConfig& cfg) {
+  std::shared_ptr<Model> m = family_registry().at(cfg.model_type).build(cfg);
+  if (has_hypermoe(cfg)) link_hypermoe_generator(*m);
+  return m;
+}
 
 at::ScalarType Model::dtype() const {
   auto ps = parameters();

@@ -19,8 +19,9 @@ MoeAuxLossConfig::Kind parse_aux_loss_kind(const std::string& name) {
   if (name == "hemoe") return K::Hemoe;
   if (name == "switch") return K::Switch;
   if (name == "load_balancing") return K::LoadBalancing;
+  if (name == "shazeer") return K::Shazeer;
   if (name == "none") return K::None;
-  fail("unknown auxiliary loss \"" + name + "\" (known: hemoe, switch, load_balancing, none)");
+  fail("unknown auxiliary loss \"" + name + "\" (known: hemoe, switch, load_balancing, shazeer, none)");
 }
 
 MoeFfnSpec moe_ffn_spec(const ModelConfig& cfg, int64_t l) {
@@ -250,6 +251,8 @@ at::Tensor MoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   const bool keep = is_training() && at::GradMode::is_enabled() && out.route.logits.requires_grad();
   last_logits_ = keep ? out.route.logits : at::Tensor();
   last_idx_ = keep ? out.route.idx : at::Tensor();
+  last_route_ = keep && spec_.aux.kind == MoeAuxLossConfig::Kind::Shazeer ? out.route : moe::RouterOutput();
+  last_selection_ = out.route.idx.detach();
   return out.y;
 }
 
@@ -274,6 +277,21 @@ std::vector<AuxLoss> MoeFFN::aux_losses() const {
                                      a.coef, false, 1.0);
     }
     v.push_back({"balance_loss", loss});
+  }
+  if (a.kind == K::Shazeer && a.coef > 0 && last_route_.gates.defined()) {
+    const moe::RouterOutput& r = last_route_;
+    const int64_t E = num_experts(), k = r.idx.size(1);
+    at::Tensor gates = moe::dense_from_slots(r.idx, r.gates.to(at::kFloat), E);
+    at::Tensor load;
+    if (r.noise_stddev.defined() && k < E) {
+      load = moe::shazeer_load(r.clean_logits, r.logits, r.noise_stddev, k, last_valid_, a.shazeer_reference_load);
+    } else {  // no noise: the number of tokens routed to each expert (no gradient), as the reference
+      at::Tensor m = last_valid_.defined() ? last_valid_.to(at::kFloat).unsqueeze(1) : at::ones({gates.size(0), 1});
+      load = (gates.detach() > 0).to(at::kFloat).mul(m).sum(0);
+    }
+    at::Tensor m = last_valid_.defined() ? last_valid_.to(gates.scalar_type()).unsqueeze(1) : at::Tensor();
+    at::Tensor importance = (m.defined() ? gates * m : gates).sum(0);
+    v.push_back({"balance_loss", (moe::cv_squared(importance, true) + moe::cv_squared(load.to(at::kFloat), true)) * a.coef});
   }
   if (a.z_coef > 0) v.push_back({"z_loss", moe::z_loss(last_logits_, last_valid_) * a.z_coef});
   return v;

@@ -31,13 +31,17 @@ namespace mf {
 // LoadBalancing: HF's load_balancing_loss_func (Mixtral, Qwen2-MoE, OLMoE), pooled over all
 // MoE layers by Model::aux_losses(). z_coef > 0 adds coef * ST-MoE z-loss per layer.
 struct MoeAuxLossConfig {
-  enum class Kind { None, Hemoe, Switch, LoadBalancing };
+  // Shazeer: coef * (cv^2(importance) + cv^2(load)) per layer (unbiased variances, as the MEO /
+  // HyperMoE code), importance = sum of the combine weights, load = Shazeer's smooth estimate
+  // under the noisy_topk router's learned noise (shazeer_reference_load: the reference's variant).
+  enum class Kind { None, Hemoe, Switch, LoadBalancing, Shazeer };
   Kind kind = Kind::None;
   double coef = 0.0;
   bool scale_by_tokens = true;
   double z_coef = 0.0;
+  bool shazeer_reference_load = false;
 };
-// "hemoe" | "switch" | "load_balancing" | "none" (mf::Error otherwise).
+// "hemoe" | "switch" | "load_balancing" | "shazeer" | "none" (mf::Error otherwise).
 MoeAuxLossConfig::Kind parse_aux_loss_kind(const std::string& name);
 
 struct MoeFfnSpec {
@@ -78,6 +82,8 @@ class MoeFFN : public FfnBlock {
   // pooled HF load-balancing loss (undefined when none was kept).
   const at::Tensor& last_logits() const { return last_logits_; }
   const at::Tensor& last_valid() const { return last_valid_; }
+  // Experts selected in the last forward [N, K] (int64, -1 = empty slot; detached).
+  const at::Tensor& last_selection() const { return last_selection_; }
   // The MoE layer the next inference forward uses (built from the current parameters).
   moe::MoELayer inference_layer();
 
@@ -104,7 +110,8 @@ class MoeFFN : public FfnBlock {
   // Last forward: routing for telemetry (detached), and for the auxiliary losses (training).
   int layer_ = 0;
   moe::RoutingPlan last_plan_;
-  at::Tensor last_probs_, last_valid_, last_logits_, last_idx_;
+  at::Tensor last_probs_, last_valid_, last_logits_, last_idx_, last_selection_;
+  moe::RouterOutput last_route_;  // training with autograd only (Shazeer loss)
   std::vector<int64_t> expert_params_;
   int64_t always_active_params_ = 0;
 };

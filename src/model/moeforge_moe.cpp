@@ -9,6 +9,7 @@
 #include "model/config_parse.h"
 #include "model/family.h"
 #include "model/model.h"
+#include "model/hypermoe_ffn.h"
 #include "model/moe_ffn.h"
 #include "util/error.h"
 
@@ -39,9 +40,14 @@ std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l) {
   }
   s.aux.kind = parse_aux_loss_kind(r.aux_loss);
   s.aux.coef = r.aux_loss_coef;
+  s.aux.shazeer_reference_load = r.config.value("load_estimate", std::string("shazeer")) == "reference";
   if (!moe::router_registry().contains(r.type))
     fail_file(cfg.origin, "router.type \"" + r.type + "\" is not supported (supported: " +
                               moe::router_registry().known() + ")");
+  if (has_hypermoe(cfg)) {
+    const int64_t index = std::lower_bound(cfg.moe_layers.begin(), cfg.moe_layers.end(), l) - cfg.moe_layers.begin();
+    return std::make_shared<HyperMoeFFN>(s, index, hypermoe_options(cfg));
+  }
   return std::make_shared<MoeFFN>(s);
 }
 
@@ -112,7 +118,7 @@ void parse_moeforge(const json& j, const std::string& o, ModelConfig& c) {
   rc.score = one_of(r, "score", "softmax", {"softmax", "sigmoid"}, o);
   rc.selection = one_of(r, "selection", "top_k", {"top_k", "top_p", "dynk_max"}, o);
   rc.gate = one_of(r, "gate", "unit", {"unit", "renorm", "prob", "ones"}, o);
-  rc.aux_loss = one_of(r, "aux_loss", "hemoe", {"hemoe", "switch", "none"}, o);
+  rc.aux_loss = one_of(r, "aux_loss", "hemoe", {"hemoe", "switch", "shazeer", "none"}, o);
   rc.top_p = get_num(r, "top_p", 0.8, o + ": router");
   rc.dynk_tau = get_num(r, "dynk_tau", 0.5, o + ": router");
   rc.aux_loss_coef = get_num(r, "aux_loss_coef", 5e-4, o + ": router");
@@ -121,6 +127,13 @@ void parse_moeforge(const json& j, const std::string& o, ModelConfig& c) {
   if (rc.aux_loss_coef < 0) fail_file(o, "router.aux_loss_coef must be >= 0");
   if (rc.type == "avgk" && rc.score != "softmax")
     fail_file(o, "router.score \"" + rc.score + "\" is not supported with router.type avgk (softmax only)");
+  if (rc.type == "noisy_topk") {
+    if (rc.score != "softmax" || rc.selection != "top_k")
+      fail_file(o, "router.type noisy_topk needs score softmax and selection top_k");
+    if (get_num(r, "noise_epsilon", 0.01, o + ": router") < 0) fail_file(o, "router.noise_epsilon must be >= 0");
+    one_of(r, "load_estimate", "shazeer", {"shazeer", "reference"}, o);
+  }
+  if (j.contains("hypermoe")) moe::parse_hypermoe_options(j["hypermoe"], o);  // validated here, used by the blocks
   if (rc.type == "merged") {
     // Each map lists the merged expert of every original expert (router.num_source_experts of them).
     const int64_t n = require_int(r, "num_source_experts", o + ": router");

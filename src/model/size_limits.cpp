@@ -2,6 +2,8 @@
 // (tensor_specs.cpp) term by term; tests compare them with total_parameters() for every family.
 #include "model/size_limits.h"
 
+#include "model/hypermoe_ffn.h"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -136,6 +138,19 @@ ImpliedModelSize implied_model_size(const ModelConfig& c) {
 
   add(1, h);  // model.norm
   add(1, V * h, !c.tie_word_embeddings);
+
+  if (moe_layers > 0 && has_hypermoe(c)) {  // HyperMoE: per MoE layer, and the shared generator
+    const moe::HyperMoeOptions opt = hypermoe_options(c);
+    auto add_all = [&](const moe::TensorShapes& shapes, double times) {
+      for (const auto& [name, shape] : shapes) {
+        double n = 1;
+        for (int64_t d : shape) n *= static_cast<double>(d);
+        add(times, times * n);
+      }
+    };
+    add_all(moe::hyper_expert_tensors(c.num_experts, opt), moe_layers);
+    add_all(moe::hyper_generator_tensors(c.hidden_size, static_cast<int64_t>(moe_layers), opt), 1);
+  }
   return s;
 }
 

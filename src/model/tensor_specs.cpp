@@ -5,6 +5,7 @@
 
 #include "model/config.h"
 #include "model/size_limits.h"
+#include "model/hypermoe_ffn.h"
 #include "moe/routers/registry.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -114,6 +115,7 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   }
   add(v, "model.norm.weight", {h});
   add(v, "lm_head.weight", {c.vocab_size, h}, !c.tie_word_embeddings);
+  if (has_hypermoe(c)) add_hypermoe_tensors(c, v);
   return v;
 }
 

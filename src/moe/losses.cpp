@@ -90,25 +90,28 @@ at::Tensor gshard_balance_loss(const at::Tensor& probs, const at::Tensor& mask) 
   return (masked_mean_rows(probs, m) * masked_mean_rows(onehot, m)).sum() * static_cast<double>(E);
 }
 
-at::Tensor cv_squared(const at::Tensor& v) {
-  at::Tensor x = v.to(v.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+at::Tensor cv_squared(const at::Tensor& x, bool unbiased) {
   if (x.numel() <= 1) return at::zeros({}, x.options());
   at::Tensor mean = x.mean();
-  return ((x - mean).pow(2).mean()) / (mean * mean + 1e-10);
+  at::Tensor var = (x - mean).pow(2).sum() / static_cast<double>(unbiased ? x.numel() - 1 : x.numel());
+  return var / (mean * mean + 1e-10);
 }
 
 at::Tensor shazeer_load(const at::Tensor& clean, const at::Tensor& noisy, double noise_std, int64_t k,
                         const at::Tensor& mask) {
   TORCH_CHECK(noise_std > 0, "shazeer_load: needs router noise (noise_std > 0)");
-  const int64_t E = clean.size(1);
-  const int64_t kk = std::min(k + 1, E);
-  at::Tensor top = std::get<0>(noisy.topk(kk, 1));  // values only: ties do not matter here
-  at::Tensor thr_in = top.narrow(1, kk - 1, 1);     // (k+1)-th: threshold for experts inside the top-k
-  at::Tensor thr_out = top.narrow(1, k - 1, 1);     // k-th: threshold for experts outside
-  at::Tensor is_in = noisy > thr_in;
-  at::Tensor thr = at::where(is_in, thr_in, thr_out);
-  at::Tensor z = (clean - thr) / noise_std;
-  at::Tensor prob = 0.5 * (1.0 + at::erf(z / std::sqrt(2.0)));
+  return shazeer_load(clean, noisy, at::full_like(clean, noise_std), k, mask, false);
+}
+
+at::Tensor shazeer_load(const at::Tensor& clean, const at::Tensor& noisy, const at::Tensor& noise_stddev, int64_t k,
+                        const at::Tensor& mask, bool reference_compat) {
+  const int64_t kk = std::min(k + 1, clean.size(1));
+  const at::Tensor ranked = reference_compat ? at::softmax(noisy, 1) : noisy;
+  at::Tensor top = std::get<0>(ranked.topk(kk, 1));  // values only: ties do not matter here
+  at::Tensor thr_in = top.narrow(1, kk - 1, 1);  // (k+1)-th: threshold for experts inside the top-k
+  at::Tensor thr_out = top.narrow(1, k - 1, 1);  // k-th: threshold for experts outside
+  at::Tensor thr = at::where(noisy > thr_in, thr_in, thr_out);
+  at::Tensor prob = 0.5 * (1.0 + at::erf((clean - thr) / noise_stddev / std::sqrt(2.0)));
   return (prob * mask_col(mask, prob)).sum(0);
 }
 

@@ -29,13 +29,19 @@ at::Tensor mixtral_balance_loss(const std::vector<at::Tensor>& logits_per_layer,
 // GShard / Tutel: E * sum_e mean_t(p[t, e]) * frac_t(top1(t) = e) (top-1 counts only).
 at::Tensor gshard_balance_loss(const at::Tensor& probs, const at::Tensor& mask = {});
 
-// cv^2 = var / mean^2 (population variance, as Shazeer et al. / Tutel).
-at::Tensor cv_squared(const at::Tensor& v);
+// cv^2 = var / mean^2: population variance (Tutel), or unbiased (torch .var(): Shazeer's and
+// the MEO / HyperMoE reference code).
+at::Tensor cv_squared(const at::Tensor& v, bool unbiased = false);
 // Shazeer's smooth load estimate: load_e = sum_t Phi((clean_t,e - threshold_t,e) / noise_std),
 // threshold = the k-th largest noisy logit of the token if e is not in its noisy top-k, else
 // the (k+1)-th. Requires noise_std > 0.
 at::Tensor shazeer_load(const at::Tensor& clean_logits, const at::Tensor& noisy_logits, double noise_std,
                         int64_t k, const at::Tensor& mask = {});
+// The same estimate with a learned per-entry noise std [T, E] (noisy_topk router). With
+// `reference_compat` the MEO / HyperMoE code's variant: thresholds are the (k+1)-th and k-th
+// largest softmax *probabilities* of the noisy logits, compared with noisy and clean *logits*.
+at::Tensor shazeer_load(const at::Tensor& clean_logits, const at::Tensor& noisy_logits, const at::Tensor& noise_stddev,
+                        int64_t k, const at::Tensor& mask, bool reference_compat);
 // Shazeer / Tutel importance + load loss: scale * (cv^2(importance) + cv^2(load)), importance =
 // sum over tokens of probs. Tutel uses scale 0.5, MEO (HyperMoE GPT-2) 1.
 at::Tensor shazeer_cv2_loss(const at::Tensor& probs, const at::Tensor& load, const at::Tensor& mask = {},

@@ -9,6 +9,7 @@
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/rng.h"
+#include "util/str.h"
 
 namespace mf {
 
@@ -86,6 +87,11 @@ std::vector<std::vector<at::Tensor>> hidden_rows(const UpcycleConfig& c, const s
 
 bool is_prompt_gate_mode(const std::string& mode) { return mode == "cheap_embed" || mode == "hidden"; }
 
+const std::vector<std::string>& gate_modes() {
+  static const std::vector<std::string> modes = {"random", "uniform_random", "cheap_embed", "hidden", "zeros"};
+  return modes;
+}
+
 double condition_number(const at::Tensor& rows) {
   at::Tensor s = at::linalg_svdvals(rows.to(at::kDouble));
   const double lo = s.min().item<double>(), hi = s.max().item<double>();
@@ -104,13 +110,15 @@ GateRows init_gate_rows(const UpcycleConfig& c, const std::vector<int64_t>& moe_
                                              : at::empty({rows_per_layer, hidden}, at::kFloat).uniform_(-bound, bound, gen);
       per_layer[i] = m.unbind(0);
     }
+  } else if (c.gate_mode == "zeros") {
+    for (auto& layer : per_layer) layer = at::zeros({rows_per_layer, hidden}, at::kFloat).unbind(0);
   } else if (c.gate_mode == "cheap_embed") {
     std::vector<at::Tensor> rows = cheap_embed_rows(c, hidden);
     for (auto& layer : per_layer) layer = rows;
   } else if (c.gate_mode == "hidden") {
     per_layer = hidden_rows(c, moe_layers);
   } else {
-    fail_file(c.origin, "unknown gate_mode '" + c.gate_mode + "' (supported: random, uniform_random, cheap_embed, hidden)");
+    fail_file(c.origin, "unknown gate_mode '" + c.gate_mode + "' (supported: " + join(gate_modes(), ", ") + ")");
   }
   GateRows out;
   for (auto& rows : per_layer) {

@@ -9,12 +9,15 @@
 //                   output of layer l-1 otherwise) at the last token of each positive prompt
 //                   (BOS-prefixed), averaged over prompts, minus the same for the negative
 //                   prompts, L2-normalised
+//   zeros           0 (moeforge's, not mergekit's: how HyperMoE's reference GPT-2 MoE initialises
+//                   w_gate; every expert scores alike until training moves the router)
 // Random modes draw from a generator seeded by (seed, layer), so a layer's rows do not depend
 // on which other layers are upcycled.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "upcycle/upcycle.h"
@@ -34,5 +37,8 @@ GateRows init_gate_rows(const UpcycleConfig& config, const std::vector<int64_t>&
 double condition_number(const at::Tensor& rows);
 
 bool is_prompt_gate_mode(const std::string& mode);  // cheap_embed, hidden
+
+// Every gate mode, in the order errors and help list them.
+const std::vector<std::string>& gate_modes();
 
 }  // namespace mf

@@ -1,9 +1,10 @@
 // Building an upcycled checkpoint: the output config.json from the base config, then every
 // tensor the output architecture expects, in expected_tensors() order, from the base model
 // (attention, norms, embeddings, dense layers), the donors' FFNs (experts) and gate_init.h
-// (routers).
+// (routers; moeforge's noisy top-k router also has a zero noise matrix).
 #include "upcycle/upcycle.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <map>
@@ -49,8 +50,34 @@ json output_config(const UpcycleConfig& c, const ModelConfig& base, const std::v
   const int64_t N = static_cast<int64_t>(c.experts.size());
   const int64_t f = base.intermediate_size, fe = f / c.granularity;
   j["num_experts_per_tok"] = c.top_k;
-  j["output_router_logits"] = false;
-  if (c.family == "mixtral") {
+  if (c.family != "moeforge") j["output_router_logits"] = false;
+  if (c.family == "moeforge") {
+    // docs/format.md "moeforge MoE models": the base config plus the MoE keys; attention, norms
+    // and the dense layers are read as base_model_type's, so its attention_bias stays.
+    if (base.raw.contains("attention_bias")) j["attention_bias"] = base.raw["attention_bias"];
+    j["model_type"] = "moeforge";
+    j["architectures"] = {"MoeforgeForCausalLM"};
+    j["base_model_type"] = family_name(base.family);  // llama, mistral or qwen2 (validate_upcycle)
+    j["intermediate_size"] = f;
+    j["moe_layers"] = moe_layers;
+    j["num_experts"] = N;
+    json sizes = json::array();  // every expert of every MoE layer is f/G wide
+    for (size_t i = 0; i < moe_layers.size(); ++i) sizes.push_back(json(std::vector<int64_t>(static_cast<size_t>(N), fe)));
+    j["expert_sizes"] = sizes;
+    // Softmax, top-k, renormalised over the selected: with k = 1 the selected expert's weight is 1
+    // (HyperMoE's / Shazeer's softmax over the top-k logits), with identical experts the dense FFN.
+    json router = {{"type", c.router}, {"score", "softmax"}, {"selection", "top_k"}, {"gate", "renorm"}};
+    if (c.router == "noisy_topk") {
+      router["aux_loss"] = "shazeer";  // cv²(importance) + cv²(load), load from the noise CDF
+      router["aux_loss_coef"] = 0.01;
+      router["noise_epsilon"] = 0.01;
+      router["load_estimate"] = "shazeer";
+    } else {
+      router["aux_loss"] = "switch";
+      router["aux_loss_coef"] = 0.01;
+    }
+    j["router"] = router;
+  } else if (c.family == "mixtral") {
     j["model_type"] = "mixtral";
     j["architectures"] = {"MixtralForCausalLM"};
     j["num_local_experts"] = N;
@@ -190,8 +217,10 @@ UpcycleResult run_upcycle(const UpcycleConfig& c, const std::string& out_dir, bo
     if (std::regex_match(spec.name, m, ffn_re) && out.layer_is_moe(std::stoll(m[1]))) {
       const int64_t l = std::stoll(m[1]);
       const std::string rest = m[2];
-      if (rest == "gate") {
+      if (rest == "gate" || rest == "router") {  // moeforge: mlp.router.weight
         t = gates.router[layer_index(l)];
+      } else if (rest == "router.noise") {  // noisy_topk's w_noise: zeros, as the reference initialises it
+        t = at::zeros(spec.shape, at::kFloat);
       } else if (rest == "shared_expert_gate") {
         t = gates.shared_gate[layer_index(l)];
       } else if (std::regex_match(rest, part, expert_re)) {

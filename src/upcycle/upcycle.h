@@ -1,7 +1,9 @@
 // Sparse upcycling: a dense Llama-graph model (Llama, Mistral, Qwen2) becomes a Mixtral,
-// Qwen2-MoE or OLMoE checkpoint whose experts are copies (or fine-grained slices) of dense FFNs,
-// possibly of several donors of the same architecture (mergekit-moe, Branch-Train-MiX). The
-// output is a stock Hugging Face directory (transformers v4 per-expert tensor names).
+// Qwen2-MoE, OLMoE or moeforge checkpoint whose experts are copies (or fine-grained slices) of
+// dense FFNs, possibly of several donors of the same architecture (mergekit-moe,
+// Branch-Train-MiX). The first three are stock Hugging Face directories (transformers v4
+// per-expert tensor names); moeforge is docs/format.md's family ("moeforge MoE models"), whose
+// router may be HyperMoE's / Shazeer's noisy top-k gate (`router`).
 //
 // Expert e of a layer with granularity G is slice s = e mod G of its donor's FFN: rows
 // [s f/G, (s+1) f/G) of gate_proj / up_proj and the same columns of down_proj, the down
@@ -27,8 +29,11 @@ struct UpcycleExpert {
 struct UpcycleConfig {
   std::string origin;      // the YAML file, or "command line" (errors name it)
   std::string base_model;  // attention, norms, embeddings, LM head, tokenizer
-  std::string family = "mixtral";  // mixtral | qwen2_moe | olmoe
-  std::string gate_mode = "random";  // random | uniform_random | cheap_embed | hidden
+  std::string family = "mixtral";  // mixtral | qwen2_moe | olmoe | moeforge
+  std::string gate_mode = "random";  // random | uniform_random | cheap_embed | hidden | zeros
+  // moeforge only: linear (router.weight) | noisy_topk (router.weight and a zero
+  // router.noise.weight, Shazeer et al. 2017's w_gate / w_noise). Other families: linear.
+  std::string router = "linear";
   std::string dtype;       // "" = the base config's torch_dtype
   int64_t top_k = 2;
   int64_t granularity = 1;
@@ -40,7 +45,7 @@ struct UpcycleConfig {
 };
 
 // Reads a mergekit-moe style YAML config (base_model, gate_mode, dtype, experts_per_token,
-// architecture, experts, shared_experts; moeforge keys granularity, layers, seed). Relative
+// architecture, experts, shared_experts; moeforge keys granularity, layers, seed, router). Relative
 // donor paths are relative to the working directory, as in mergekit.
 UpcycleConfig load_upcycle_yaml(const std::string& path);
 

@@ -16,8 +16,8 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kFamilies = {"mixtral", "qwen2_moe", "olmoe"};
-const std::vector<std::string> kGateModes = {"random", "uniform_random", "cheap_embed", "hidden"};
+const std::vector<std::string> kFamilies = {"mixtral", "qwen2_moe", "olmoe", "moeforge"};
+const std::vector<std::string> kRouters = {"linear", "noisy_topk"};  // moeforge's; the others are linear
 
 bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
@@ -84,7 +84,7 @@ UpcycleConfig load_upcycle_yaml(const std::string& path) {
   if (!root.is_object()) fail_file(path, "expected a mapping with base_model and experts");
   check_keys(root,
              {"base_model", "gate_mode", "dtype", "experts_per_token", "experts", "shared_experts", "architecture",
-              "granularity", "layers", "seed"},
+              "granularity", "layers", "seed", "router"},
              "", path);
   UpcycleConfig c;
   c.origin = path;
@@ -92,6 +92,10 @@ UpcycleConfig load_upcycle_yaml(const std::string& path) {
   c.base_model = root["base_model"].get<std::string>();
   c.gate_mode = root.contains("gate_mode") ? root["gate_mode"].get<std::string>() : "hidden";  // mergekit's default
   if (root.contains("dtype") && !root["dtype"].is_null()) c.dtype = root["dtype"].get<std::string>();
+  if (root.contains("router") && !root["router"].is_null()) {
+    if (!root["router"].is_string()) fail_file(path, "router must be a string (" + join(kRouters, " or ") + ")");
+    c.router = root["router"].get<std::string>();
+  }
   c.top_k = integer(root, "experts_per_token", 2, path);
   c.granularity = integer(root, "granularity", 1, path);
   const int64_t seed = integer(root, "seed", 0, path);
@@ -118,7 +122,7 @@ UpcycleConfig load_upcycle_yaml(const std::string& path) {
   if (arch.empty()) arch = c.shared_expert ? "qwen2_moe" : "mixtral";  // mergekit prefers Mixtral when it fits
   if (arch == "qwen") arch = "qwen2_moe";
   if (!contains(kFamilies, arch))
-    fail_file(path, "architecture '" + arch + "' is not supported (supported: mixtral, qwen, qwen2_moe, olmoe)");
+    fail_file(path, "architecture '" + arch + "' is not supported (supported: mixtral, qwen, qwen2_moe, olmoe, moeforge)");
   c.family = arch;
   return c;
 }
@@ -126,8 +130,13 @@ UpcycleConfig load_upcycle_yaml(const std::string& path) {
 void validate_upcycle(const UpcycleConfig& c) {
   const std::string& o = c.origin;
   if (!contains(kFamilies, c.family)) fail_file(o, "unknown family '" + c.family + "' (supported: " + join(kFamilies, ", ") + ")");
-  if (!contains(kGateModes, c.gate_mode))
-    fail_file(o, "unknown gate mode '" + c.gate_mode + "' (supported: " + join(kGateModes, ", ") + ")");
+  if (!contains(gate_modes(), c.gate_mode))
+    fail_file(o, "unknown gate mode '" + c.gate_mode + "' (supported: " + join(gate_modes(), ", ") + ")");
+  if (!contains(kRouters, c.router))
+    fail_file(o, "unknown router '" + c.router + "' (supported: " + join(kRouters, ", ") + ")");
+  if (c.family != "moeforge" && c.router != "linear")
+    fail_file(o, "router " + c.router + " is a moeforge router (--family moeforge, YAML architecture: moeforge); " +
+                     c.family + " routers are linear");
   const int64_t N = static_cast<int64_t>(c.experts.size());
   if (N == 0) fail_file(o, "no experts");
   if (c.top_k < 1 || c.top_k > N) fail_file(o, cat("top-k ", c.top_k, " must be between 1 and the number of experts (", N, ")"));
@@ -160,6 +169,9 @@ void validate_upcycle(const UpcycleConfig& c) {
       fail_file(o, "qwen2_moe needs a shared expert (--shared-expert, or shared_experts in YAML): transformers' "
                    "Qwen2MoeSparseMoeBlock always has one");
     if (base.attention_out_bias) fail_file(base_cfg_path, "Qwen2-MoE has no o_proj bias, this model has one");
+  } else if (c.family == "moeforge") {
+    // Attention, norms and dense layers stay the base family's (base_model_type): any base fits.
+    if (c.shared_expert) fail_file(o, "moeforge has no shared expert (use --family qwen2_moe)");
   } else {
     if (c.shared_expert) fail_file(o, "olmoe has no shared expert (use --family qwen2_moe)");
     if (qkv_bias_only) fail_file(base_cfg_path, "OLMoE has q/k/v biases only together with an o_proj bias");
@@ -170,8 +182,10 @@ void validate_upcycle(const UpcycleConfig& c) {
     if (l < 0 || l >= base.num_layers) fail_file(o, cat("layer ", l, " out of range (the model has ", base.num_layers, ")"));
     if (!seen.insert(l).second) fail_file(o, cat("layer ", l, " listed twice"));
   }
-  if (c.family != "qwen2_moe" && !c.layers.empty() && static_cast<int64_t>(seen.size()) != base.num_layers)
-    fail_file(o, c.family + " makes every layer sparse; only qwen2_moe keeps dense layers (mlp_only_layers)");
+  if (c.family != "qwen2_moe" && c.family != "moeforge" && !c.layers.empty() &&
+      static_cast<int64_t>(seen.size()) != base.num_layers)
+    fail_file(o, c.family + " makes every layer sparse; only qwen2_moe (mlp_only_layers) and moeforge (moe_layers) keep "
+                 "dense layers");
 
   // Donors: the base model's architecture, sizes and tokenizer.
   const std::string base_tok = tokenizer_fingerprint(c.base_model);

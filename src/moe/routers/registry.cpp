@@ -12,6 +12,7 @@ Registry<RouterEntry>& router_registry() {
     r.add("mlp", mlp_router_entry());
     r.add("avgk", avgk_router_entry());
     r.add("merged", merged_router_entry());
+    r.add("noisy_topk", noisy_topk_router_entry());
     return r;
   }();
   return registry;

@@ -52,5 +52,6 @@ Registry<RouterEntry>& router_registry();
 RouterEntry linear_router_entry();
 RouterEntry mlp_router_entry();
 RouterEntry avgk_router_entry();
+RouterEntry noisy_topk_router_entry();
 
 }  // namespace mf::moe

@@ -14,6 +14,7 @@ struct RouterOutput {
   at::Tensor logits;        // [T, E] the logits the selection used (noisy in training)
   at::Tensor clean_logits;  // [T, E] before additive Gauss noise (same tensor without it)
   double noise_std = 0.0;   // std of the additive logit noise (0 = none), for Shazeer's load
+  at::Tensor noise_stddev;  // [T, E] learned per-entry noise std (noisy_topk in training), else undefined
   at::Tensor probs;         // [T, E] scores: softmax / sigmoid of `logits`
   at::Tensor idx;           // [T, K] int64 selected experts, -1 = empty slot
   at::Tensor gates;         // [T, K] combine weights (autograd as the gate mode says)

@@ -1,0 +1,56 @@
+#include "model/hypermoe_ffn.h"
+
+#include "model/model.h"
+#include "util/error.h"
+
+namespace mf {
+
+HyperMoeFFN::HyperMoeFFN(MoeFfnSpec spec, int64_t moe_index, const moe::HyperMoeOptions& opt)
+    : MoeFFN(std::move(spec)), moe_index_(moe_index) {
+  hyper_expert = register_module("hyper_expert", moe::HyperExpert(num_experts(), opt));
+}
+
+at::Tensor HyperMoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
+  at::Tensor y = MoeFFN::forward(x, ctx);
+  if (!generator_) fail("HyperMoE block used before its model linked the generator");
+  return y + moe::hyper_expert_output(*hyper_expert, *generator_, moe_index_, x, last_selection()).to(y.scalar_type());
+}
+
+bool has_hypermoe(const ModelConfig& cfg) { return cfg.raw.is_object() && cfg.raw.contains("hypermoe"); }
+
+bool is_hypermoe_tensor(const std::string& name) {
+  return name.rfind("hypermoe.", 0) == 0 || name.find(".hyper_expert.") != std::string::npos;
+}
+
+moe::HyperMoeOptions hypermoe_options(const ModelConfig& cfg) {
+  return moe::parse_hypermoe_options(cfg.raw.at("hypermoe"), cfg.origin);
+}
+
+void link_hypermoe_generator(Model& model) {
+  const ModelConfig& cfg = model.config();
+  int64_t moe_count = 0;
+  for (int64_t l = 0; l < cfg.num_layers; ++l) moe_count += cfg.layer_is_moe(l) ? 1 : 0;
+  auto gen = model.register_module("hypermoe", moe::HyperGenerator(cfg.hidden_size, moe_count, hypermoe_options(cfg)));
+  for (int64_t l = 0; l < cfg.num_layers; ++l) {
+    if (!cfg.layer_is_moe(l)) continue;
+    auto block = std::dynamic_pointer_cast<HyperMoeFFN>(model.ffn(l));
+    if (!block) fail_file(cfg.origin, "hypermoe: layer " + std::to_string(l) + " is not a HyperMoE block");
+    block->set_generator(gen);
+  }
+}
+
+void add_hypermoe_tensors(const ModelConfig& cfg, std::vector<TensorSpec>& specs) {
+  const moe::HyperMoeOptions opt = hypermoe_options(cfg);
+  int64_t moe_count = 0;
+  for (int64_t l = 0; l < cfg.num_layers; ++l) {
+    if (!cfg.layer_is_moe(l)) continue;
+    ++moe_count;
+    const std::string p = "model.layers." + std::to_string(l) + "." + cfg.ffn_module_name() + ".hyper_expert.";
+    for (auto& [name, shape] : moe::hyper_expert_tensors(cfg.num_experts, opt)) specs.push_back({p + name, shape, true});
+  }
+  for (auto& [name, shape] :
+       moe::hyper_generator_tensors(cfg.hidden_size, moe_count, opt))
+    specs.push_back({"hypermoe." + name, shape, true});
+}
+
+}  // namespace mf
