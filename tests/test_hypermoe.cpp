@@ -308,6 +308,14 @@ json hypermoe_config() {
           {"hypermoe", moe::to_json(small_options())}};
 }
 
+// A stock Mixtral config (no HyperMoE).
+json mixtral_config() {
+  return {{"model_type", "mixtral"},  {"architectures", {"MixtralForCausalLM"}}, {"vocab_size", 48},
+          {"hidden_size", 16},        {"intermediate_size", 24},                {"num_hidden_layers", 2},
+          {"num_attention_heads", 4}, {"num_key_value_heads", 2},               {"max_position_embeddings", 64},
+          {"num_local_experts", 4},   {"num_experts_per_tok", 2}};
+}
+
 std::string fresh_dir(const std::string& name) {
   std::string d = ::testing::TempDir() + "/mf_hypermoe_" + name;
   remove_all(d);
@@ -433,6 +441,32 @@ TEST(HyperMoe, CopiedExpertsWithTheZeroNoisyRouterEqualTheDenseModel) {
   EXPECT_LE((a - b).abs().max().item<double>(), 1e-5 * a.abs().max().item<double>());
 }
 
+TEST(HyperMoe, TrainFlagAddsFreshHyperMoeToAMixtralCheckpointAsWrappedMoeforge) {
+  const std::string dir = fresh_dir("train_mixtral");
+  json cfg = mixtral_config();
+  cfg["vocab_size"] = 8192;  // models/tiny's tokenizer
+  auto m = Model::create(parse_model_config(cfg, "mixtral/config.json"));
+  m->init_random(2, 0.05);
+  save_checkpoint(dir + "/init", cfg, m->hf_tensors());
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "{\"text\": \"Line " + std::to_string(i) + " about routers and experts.\"}\n";
+  write_file_atomic(dir + "/train.jsonl", text);
+  write_file_atomic(dir + "/train.json",
+                    json({{"training",
+                           {{"seq_len", 16}, {"batch_size", 2}, {"lr", 1e-3}, {"max_steps", 2}, {"warmup_steps", 1},
+                            {"train_data", dir + "/train.jsonl"}, {"tokenizer", std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny"},
+                            {"output_dir", dir + "/run"}}}})
+                        .dump());
+  auto r = mf::testing_helpers::run_moeforge(
+      "-q train --recipe pretrain --config " + dir + "/train.json --init " + dir + "/init --hypermoe", true);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json out_cfg = read_json_file(dir + "/run/final/config.json");
+  EXPECT_EQ(out_cfg.at("model_type"), "moeforge");
+  EXPECT_EQ(out_cfg.at("base_model_type"), "mixtral");
+  auto trained = Model::load(dir + "/run/final");
+  EXPECT_TRUE(trained->named_parameters().contains("model.layers.1.block_sparse_moe.hyper_expert.processor.0.weight"));
+}
+
 TEST(HyperMoe, TrainFlagAddsFreshHyperMoeToAMoeforgeCheckpointAndTheResultLoads) {
   const std::string dir = fresh_dir("train");
   json cfg = hypermoe_config();
@@ -464,4 +498,34 @@ TEST(HyperMoe, TrainFlagAddsFreshHyperMoeToAMoeforgeCheckpointAndTheResultLoads)
   EXPECT_TRUE(at::isfinite(trained->forward(at::randint(0, 8192, {1, 8}, at::kLong))).all().item<bool>());
   const std::string metrics = read_file(dir + "/run/metrics.jsonl");
   EXPECT_NE(metrics.find("\"balance_loss\""), std::string::npos);
+}
+
+TEST(HyperMoe, StockMoeFamiliesCarryHyperMoeAsModelTypeMoeforgeWithTheirOwnTensorNames) {
+  json stock = mixtral_config();
+  stock["hypermoe"] = moe::to_json(small_options());
+  std::string e = error_of([&] { parse_model_config(stock, "m/config.json"); });
+  EXPECT_NE(e.find("key 'hypermoe' needs \"model_type\": \"moeforge\" with \"base_model_type\": \"mixtral\""),
+            std::string::npos)
+      << e;
+  json wrapped = stock;
+  wrapped["model_type"] = "moeforge";
+  wrapped["base_model_type"] = "mixtral";
+  auto m = Model::create(parse_model_config(wrapped, "w/config.json"));
+  m->init_random(6, 0.3);
+  m->eval();
+  auto params = m->named_parameters();
+  for (const char* n : {"model.layers.1.block_sparse_moe.gate.weight", "model.layers.1.block_sparse_moe.experts.3.w2.weight",
+                        "model.layers.0.block_sparse_moe.hyper_expert.expert_embedding.weight",
+                        "hypermoe.layer_embedding.weight"})
+    EXPECT_TRUE(params.contains(n)) << n;
+  EXPECT_EQ(params["hypermoe.layer_embedding.weight"].size(0), 2);
+  const std::string dir = fresh_dir("wrapped");
+  save_checkpoint(dir, wrapped, m->hf_tensors());
+  at::Tensor ids = at::randint(0, 48, {2, 6}, at::kLong);
+  EXPECT_TRUE(at::equal(Model::load(dir)->forward(ids), m->forward(ids)));
+  // llama.cpp has no HyperExpert: GGUF export refuses instead of dropping it.
+  auto r = mf::testing_helpers::run_moeforge("-q convert " + dir + " --to gguf --out " + dir + ".gguf", true);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("HyperMoE"), std::string::npos) << r.out;
+  EXPECT_FALSE(path_exists(dir + ".gguf"));
 }

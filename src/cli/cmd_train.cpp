@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "model/config.h"
+#include "model/hypermoe_ffn.h"
 #include "moe/hyper_expert.h"
 #include "model/load.h"
 #include "model/model.h"
@@ -22,17 +23,23 @@ namespace mf::cli {
 namespace {
 
 // --hypermoe: the reference's hyper-parameters in the model's config (unless it has them), so the
-// family builds HyperMoE blocks and a continued checkpoint gets fresh HyperMoE tensors.
+// family builds HyperMoE blocks and a continued checkpoint gets fresh HyperMoE tensors. A stock
+// MoE model becomes model_type moeforge over its family (docs/format.md), so that no stock
+// loader silently drops the HyperMoE tensors.
 void add_hypermoe(PretrainConfig& cfg, const ModelConfig& m) {
   if (!m.is_moe())
     fail_file(m.origin, "--hypermoe needs an MoE model, this one is dense (make one with moeforge upcycle --family moeforge)");
-  if (m.family != Family::moeforge)
-    fail_file(m.origin, "--hypermoe stores its tensors in the moeforge family, this model is " + m.model_type +
-                            " (upcycle the dense model with --family moeforge)");
   if (cfg.model.contains("hypermoe")) return;
-  const json h = moe::to_json(moe::HyperMoeOptions{});
-  cfg.model["hypermoe"] = h;
-  cfg.model_overrides["hypermoe"] = h;
+  json add = {{"hypermoe", moe::to_json(moe::HyperMoeOptions{})}};
+  if (m.model_type != "moeforge") {  // Mixtral / Qwen2-MoE / OLMoE: wrapped, tensor names unchanged
+    add["model_type"] = "moeforge";
+    add["base_model_type"] = m.model_type;
+    add["architectures"] = {"MoeforgeForCausalLM"};
+  }
+  for (auto it = add.begin(); it != add.end(); ++it) {
+    cfg.model[it.key()] = it.value();
+    cfg.model_overrides[it.key()] = it.value();
+  }
 }
 
 }  // namespace
@@ -94,6 +101,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
       if (cfg.init.empty()) {
         m = Model::create(mcfg);
         m->init_random(cfg.trainer.seed);
+        if (has_hypermoe(mcfg)) reset_hypermoe_parameters(*m);  // HyperMoE keeps its own initialisation
       } else {
         m = load_model_with_overrides(cfg.init, {at::kFloat, at::kCPU}, cfg.model_overrides);
       }

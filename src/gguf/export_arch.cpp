@@ -97,6 +97,8 @@ void check_moeforge(const ModelConfig& c) {
 }  // namespace
 
 std::string gguf_architecture(const ModelConfig& c) {
+  if (c.raw.is_object() && c.raw.contains("hypermoe"))
+    refuse(c, "HyperMoE (the 'hypermoe' object) has no llama.cpp equivalent");
   switch (c.family) {
     case Family::llama:
     case Family::mistral:

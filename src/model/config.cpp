@@ -232,6 +232,9 @@ ModelConfig parse_model_config(const json& j, const std::string& origin) {
   if (!family) fail_file(o, "unsupported model_type \"" + mt + "\" (supported: " + supported_model_types() + ")");
   c.family = family->family;  // set first: parsers may ask layer_is_moe()
   family->parse(j, o, c);
+  if (mt != "moeforge" && j.contains("hypermoe"))
+    fail_file(o, "key 'hypermoe' needs \"model_type\": \"moeforge\" with \"base_model_type\": \"" + mt +
+                     "\" (a " + mt + " loader would silently drop the HyperMoE tensors)");
   // moeforge parses its base family through this function, so for it this already ran (a no-op).
   if (c.max_position_embeddings <= 0) c.max_position_embeddings = 2048;
   // Before anything is sized by it: every dimension, and the tensors and parameters they imply.

@@ -16,7 +16,16 @@ at::Tensor HyperMoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   return y + moe::hyper_expert_output(*hyper_expert, *generator_, moe_index_, x, last_selection()).to(y.scalar_type());
 }
 
-bool has_hypermoe(const ModelConfig& cfg) { return cfg.raw.is_object() && cfg.raw.contains("hypermoe"); }
+bool has_hypermoe(const ModelConfig& cfg) {
+  return cfg.model_type == "moeforge" && cfg.raw.is_object() && cfg.raw.contains("hypermoe");
+}
+
+std::shared_ptr<MoeFFN> make_moe_block(const ModelConfig& cfg, int64_t l, MoeFfnSpec spec) {
+  if (!has_hypermoe(cfg)) return std::make_shared<MoeFFN>(std::move(spec));
+  int64_t index = 0;  // the layer's position among the MoE layers
+  for (int64_t i = 0; i < l; ++i) index += cfg.layer_is_moe(i) ? 1 : 0;
+  return std::make_shared<HyperMoeFFN>(std::move(spec), index, hypermoe_options(cfg));
+}
 
 bool is_hypermoe_tensor(const std::string& name) {
   return name.rfind("hypermoe.", 0) == 0 || name.find(".hyper_expert.") != std::string::npos;
@@ -37,6 +46,15 @@ void link_hypermoe_generator(Model& model) {
     if (!block) fail_file(cfg.origin, "hypermoe: layer " + std::to_string(l) + " is not a HyperMoE block");
     block->set_generator(gen);
   }
+}
+
+void reset_hypermoe_parameters(Model& model) {
+  at::NoGradGuard ng;
+  const ModelConfig& cfg = model.config();
+  for (int64_t l = 0; l < cfg.num_layers; ++l)
+    if (auto block = std::dynamic_pointer_cast<HyperMoeFFN>(model.ffn(l))) block->hyper_expert->reset_parameters();
+  for (auto& child : model.named_children())
+    if (auto* gen = child.value()->as<moe::HyperGeneratorImpl>()) gen->reset_parameters();
 }
 
 void add_hypermoe_tensors(const ModelConfig& cfg, std::vector<TensorSpec>& specs) {

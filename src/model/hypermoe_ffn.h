@@ -36,6 +36,10 @@ moe::HyperMoeOptions hypermoe_options(const ModelConfig& cfg);
 // as the model's "hypermoe" module and hands it to every HyperMoE block.
 void link_hypermoe_generator(Model& model);
 
+// Re-draws every HyperMoE parameter with the reference's initialisation (after a whole-model
+// random init, e.g. pretraining from scratch).
+void reset_hypermoe_parameters(Model& model);
+
 // The tensors a "hypermoe" object adds (expected_tensors): per MoE layer l
 // `<prefix l>hyper_expert.*`, then `hypermoe.*`.
 void add_hypermoe_tensors(const ModelConfig& cfg, std::vector<TensorSpec>& specs);

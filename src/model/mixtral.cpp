@@ -18,7 +18,7 @@ std::shared_ptr<MoeFFN> make_mixtral_ffn(const ModelConfig& cfg, int64_t l) {
   s.router.selection.gate = moe::GateMode::Renorm;
   s.aux.kind = MoeAuxLossConfig::Kind::LoadBalancing;
   s.aux.coef = cfg.router_aux_loss_coef;
-  return std::make_shared<MoeFFN>(s);
+  return make_moe_block(cfg, l, std::move(s));
 }
 
 namespace {

@@ -116,6 +116,10 @@ class MoeFFN : public FfnBlock {
   int64_t always_active_params_ = 0;
 };
 
+// The block for MoE layer `l` with `spec`: a HyperMoE block when the config has a "hypermoe"
+// object (model/hypermoe_ffn.h), else the plain MoE block. Every family's MoE block comes here.
+std::shared_ptr<MoeFFN> make_moe_block(const ModelConfig& cfg, int64_t l, MoeFfnSpec spec);
+
 // The MoE block of each family (one file each: mixtral.cpp, qwen2_moe.cpp, olmoe.cpp,
 // moeforge_moe.cpp) for MoE layer `l`.
 std::shared_ptr<MoeFFN> make_mixtral_ffn(const ModelConfig& cfg, int64_t l);

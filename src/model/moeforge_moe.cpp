@@ -16,6 +16,9 @@
 namespace mf {
 
 std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l) {
+  // A wrapped stock MoE family (base_model_type mixtral / qwen2_moe / olmoe): its own block.
+  if (cfg.family != Family::moeforge)
+    return std::dynamic_pointer_cast<MoeFFN>(family_registry().at(family_name(cfg.family)).moe_block(cfg, l));
   const MoeforgeRouter& r = cfg.router;
   MoeFfnSpec s = moe_ffn_spec(cfg, l);
   s.reference_width = cfg.intermediate_size;
@@ -44,11 +47,7 @@ std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l) {
   if (!moe::router_registry().contains(r.type))
     fail_file(cfg.origin, "router.type \"" + r.type + "\" is not supported (supported: " +
                               moe::router_registry().known() + ")");
-  if (has_hypermoe(cfg)) {
-    const int64_t index = std::lower_bound(cfg.moe_layers.begin(), cfg.moe_layers.end(), l) - cfg.moe_layers.begin();
-    return std::make_shared<HyperMoeFFN>(s, index, hypermoe_options(cfg));
-  }
-  return std::make_shared<MoeFFN>(s);
+  return make_moe_block(cfg, l, std::move(s));
 }
 
 namespace {
@@ -57,10 +56,24 @@ namespace {
 void parse_moeforge(const json& j, const std::string& o, ModelConfig& c) {
   using namespace config_parse;
   const std::string base = json_get<std::string>(j, "base_model_type", o);
+  if (base == "mixtral" || base == "qwen2_moe" || base == "olmoe") {
+    // A stock MoE model with moeforge's extensions (hypermoe): the base family's keys, tensors,
+    // blocks and losses; model_type moeforge so that no stock loader silently drops the extras.
+    json jb = j;
+    jb["model_type"] = base;
+    jb.erase("hypermoe");
+    c = parse_model_config(jb, o);
+    c.model_type = "moeforge";
+    c.raw = j;
+    if (j.contains("hypermoe")) moe::parse_hypermoe_options(j["hypermoe"], o);
+    return;
+  }
   if (base != "llama" && base != "mistral" && base != "qwen2")
-    fail_file(o, "base_model_type \"" + base + "\" is not supported (supported: llama, mistral, qwen2)");
+    fail_file(o, "base_model_type \"" + base + "\" is not supported (supported: llama, mistral, qwen2, and with "
+                     "extensions mixtral, qwen2_moe, olmoe)");
   json jb = j;
   jb["model_type"] = base;
+  jb.erase("hypermoe");
   c = parse_model_config(jb, o);
   c.base_family = c.family;
   c.family = Family::moeforge;

@@ -16,7 +16,7 @@ std::shared_ptr<MoeFFN> make_olmoe_ffn(const ModelConfig& cfg, int64_t l) {
   MoeFfnSpec s = moe_ffn_spec(cfg, l);
   s.aux.kind = MoeAuxLossConfig::Kind::LoadBalancing;
   s.aux.coef = cfg.router_aux_loss_coef;
-  return std::make_shared<MoeFFN>(s);
+  return make_moe_block(cfg, l, std::move(s));
 }
 
 namespace {

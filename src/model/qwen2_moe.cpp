@@ -18,7 +18,7 @@ std::shared_ptr<MoeFFN> make_qwen2_moe_ffn(const ModelConfig& cfg, int64_t l) {
   s.shared_inner = cfg.shared_expert_intermediate_size;
   s.aux.kind = MoeAuxLossConfig::Kind::LoadBalancing;
   s.aux.coef = cfg.router_aux_loss_coef;
-  return std::make_shared<MoeFFN>(s);
+  return make_moe_block(cfg, l, std::move(s));
 }
 
 namespace {

@@ -116,6 +116,12 @@ HyperExpertImpl::HyperExpertImpl(int64_t num_experts, const HyperMoeOptions& opt
                                                     torch::nn::Linear(opt.process_dim, opt.hypernet_input)));
 }
 
+void HyperExpertImpl::reset_parameters() {
+  expert_embedding->reset_parameters();
+  for (auto& m : processor->children())
+    if (auto* lin = m->as<torch::nn::LinearImpl>()) lin->reset_parameters();
+}
+
 at::Tensor HyperExpertImpl::process(const at::Tensor& selected) {
   const at::Tensor& emb = expert_embedding->weight;
   at::Tensor s = (1 - selected.to(emb.scalar_type())).mm(emb);  // sum of the unselected rows
@@ -132,11 +138,21 @@ HyperGeneratorImpl::HyperGeneratorImpl(int64_t dim, int64_t num_layers, const Hy
   down_bias = register_module("down_bias", torch::nn::Linear(m, a));
   up_weight = register_module("up_weight", torch::nn::Linear(m, a * dim));
   up_bias = register_module("up_bias", torch::nn::Linear(m, dim));
-  const double md = static_cast<double>(m);
-  hyperfanin(down_weight, md, static_cast<double>(dim));
-  hyperfanin(up_weight, md, static_cast<double>(a));
-  hyperfanin(down_bias, md, 1.0);
-  hyperfanin(up_bias, md, 1.0);
+  init_heads();
+}
+
+void HyperGeneratorImpl::reset_parameters() {
+  layer_embedding->reset_parameters();
+  bottleneck->reset_parameters();
+  init_heads();
+}
+
+void HyperGeneratorImpl::init_heads() {
+  const double m = static_cast<double>(opt_.hypernetwork_bottleneck);
+  hyperfanin(down_weight, m, static_cast<double>(dim_));
+  hyperfanin(up_weight, m, static_cast<double>(opt_.adapter_dim));
+  hyperfanin(down_bias, m, 1.0);
+  hyperfanin(up_bias, m, 1.0);
 }
 
 at::Tensor HyperGeneratorImpl::hidden(const at::Tensor& z, int64_t layer) {

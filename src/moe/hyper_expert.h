@@ -47,6 +47,7 @@ class HyperExpertImpl : public torch::nn::Module {
   // s [S, E] selection masks (1 = selected) -> processed embeddings z [S, hypernet_input] of
   // the unselected sets.
   at::Tensor process(const at::Tensor& selected);
+  void reset_parameters();  // the reference's initialisation (also done by the constructor)
 
   torch::nn::Embedding expert_embedding{nullptr};
   torch::nn::Sequential processor{nullptr};
@@ -64,6 +65,7 @@ class HyperGeneratorImpl : public torch::nn::Module {
   HyperGeneratorImpl(int64_t dim, int64_t num_layers, const HyperMoeOptions& opt);
   // z [S, hypernet_input] of MoE layer `layer` -> h [S, hypernetwork_bottleneck].
   at::Tensor hidden(const at::Tensor& z, int64_t layer);
+  void reset_parameters();  // the reference's initialisation (also done by the constructor)
 
   int64_t dim() const { return dim_; }
   int64_t adapter_dim() const { return opt_.adapter_dim; }
@@ -74,6 +76,7 @@ class HyperGeneratorImpl : public torch::nn::Module {
       up_bias{nullptr};
 
  private:
+  void init_heads();  // hyperfanin
   int64_t dim_;
   HyperMoeOptions opt_;
 };

@@ -89,6 +89,7 @@ const char* aux_loss_name(MoeAuxLossConfig::Kind k) {
     case MoeAuxLossConfig::Kind::Hemoe: return "hemoe";
     case MoeAuxLossConfig::Kind::Switch: return "switch";
     case MoeAuxLossConfig::Kind::LoadBalancing: return "load_balancing";
+    case MoeAuxLossConfig::Kind::Shazeer: return "shazeer";
     case MoeAuxLossConfig::Kind::None: return "none";
   }
   return "none";
