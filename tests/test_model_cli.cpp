@@ -122,3 +122,29 @@ TEST(ModelCli, ConvertToBf16Shards) {
   EXPECT_EQ(r.err.rfind("error: " + missing, 0), 0u) << r.err;
   EXPECT_FALSE(path_exists(out + "_2"));
 }
+
+// float16 weights: a float16 checkpoint runs in float32 / bfloat16; computing in float16 on the
+// CPU (no libtorch kernel) is a one-line usage error up front, not an internal error mid-forward.
+TEST(ModelCli, Float16CheckpointsRunAndFloat16ComputeOnCpuIsAUsageError) {
+  const std::string d = ::testing::TempDir() + "/mf_model_cli_fp16";
+  remove_all(d);
+  json cfg = {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 16}, {"n_layer", 1},
+              {"n_head", 2},          {"n_positions", 64},   {"bos_token_id", 50256}, {"eos_token_id", 50256}};
+  auto m = Model::create(parse_model_config(cfg, "gpt2"));
+  m->init_random(3, 0.5);
+  m->to(at::kHalf);
+  SaveOptions so;
+  so.copy_aux_from = std::string(MOEFORGE_TEST_DATA) + "/tokenizers/gpt2";
+  save_checkpoint(d, cfg, m->hf_tensors(), so);
+  const std::string text = d + "/text.txt";
+  write_file_atomic(text, "The quick brown fox jumps over the lazy dog.");
+  for (const char* dt : {"float32", "bfloat16"}) {
+    CliRun r = run("perplexity " + d + " --text " + text + " --dtype " + dt + " --json");
+    EXPECT_EQ(r.code, 0) << dt << ": " << r.err;
+  }
+  for (const std::string cmd : {"perplexity " + d + " --text " + text, "generate " + d + " --prompt hi"}) {
+    CliRun r = run(cmd + " --dtype float16");
+    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(r.err.rfind("error: --dtype float16 computes on CUDA only", 0), 0u) << r.err;
+  }
+}

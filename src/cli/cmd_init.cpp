@@ -21,7 +21,7 @@ void add_init_command(CLI::App& app, const GlobalOptions&) {
   auto* cmd = app.add_subcommand("init", "Write a randomly initialised checkpoint from a config.json");
   cmd->add_option("--config", a->config, "config.json of any supported architecture")->required();
   cmd->add_option("--out", a->out, "output model directory")->required();
-  cmd->add_option("--dtype", a->dtype, "bf16 or fp32")->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "bf16, fp16 or fp32 (the stored weights)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->add_option("--init-std", a->std, "standard deviation of weights")->capture_default_str();
   cmd->add_option("--tokenizer", a->tokenizer, "directory whose tokenizer files are copied along");
