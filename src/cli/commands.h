@@ -52,6 +52,7 @@ void add_split_command(CLI::App& app, const GlobalOptions& globals);
 void add_upcycle_command(CLI::App& app, const GlobalOptions& globals);
 void add_experts_command(CLI::App& app, const GlobalOptions& globals);
 void add_merge_command(CLI::App& app, const GlobalOptions& globals);
+void add_launch_command(CLI::App& app, const GlobalOptions& globals);
 
 inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_info_command(app, globals);
@@ -68,6 +69,7 @@ inline void add_all_commands(CLI::App& app, const GlobalOptions& globals) {
   add_split_command(app, globals);
   add_upcycle_command(app, globals);
   add_experts_command(app, globals);
+  add_launch_command(app, globals);
   add_merge_command(app, globals);
 }
 
