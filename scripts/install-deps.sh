@@ -9,6 +9,7 @@ PACKAGES=(
   libtorch-dev            # tensor + autograd core (1.13 on bookworm)
   libopenblas0-openmp     # fast BLAS behind libtorch's fp32 GEMM, on libtorch's own OpenMP pool
   libgloo-dev             # c10d Gloo headers (distributed on CPU)
+  python3-torch           # torchrun, the launcher the distributed tests use (and reference checks)
   nlohmann-json3-dev      # JSON
   libcli11-dev            # command line
   libpcre2-dev            # tokenizer regexes (Llama-3/Qwen2 need look-ahead)

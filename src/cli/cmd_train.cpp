@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "dist/data_parallel.h"
 #include "model/config.h"
 #include "model/hypermoe_ffn.h"
 #include "moe/hyper_expert.h"
@@ -62,6 +63,9 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
                 "pretrain: add a HyperExpert to every MoE layer (HyperMoE, the reference's hyper-parameters unless "
                 "the model section has a 'hypermoe' object; docs/hypermoe.md)");
   cmd->callback([opts, &globals]() {
+    // Under torchrun (or moeforge launch): data parallel over c10d; otherwise one process.
+    std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
+    const bool writer = group->rank() == 0;
     if (opts->recipe == "router") {
       if (!opts->init.empty()) throw UsageError("--init belongs to the pretrain recipe (the router recipe takes MODEL)");
       if (opts->hypermoe) throw UsageError("--hypermoe belongs to the pretrain recipe");
@@ -69,6 +73,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
       if (!opts->model.empty()) cfg.model_dir = opts->model;
       if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
       cfg.trainer.progress = !globals.quiet;
+      dist::make_data_parallel(cfg.trainer, group);
       RouterRecipeResult r = run_router_recipe(cfg);
       json out = {{"steps", r.train.steps},
                   {"final_loss", r.train.last_loss},
@@ -80,14 +85,16 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
       for (const auto& [layer, fit] : r.mlp_fits)
         out["mlp_router"].push_back({{"layer", layer}, {"recall_before", fit.recall_before},
                                      {"recall_after", fit.recall_after}, {"best_epoch", fit.best_epoch}});
-      if (!opts->json_out.empty()) write_json_file(opts->json_out, out);
-      std::cout << out.dump(2) << "\n";
+      if (writer && !opts->json_out.empty()) write_json_file(opts->json_out, out);
+      if (writer) std::cout << out.dump(2) << "\n";
+      dist::shutdown(group);
       return;
     }
     if (!opts->model.empty()) throw UsageError("the pretrain recipe takes no MODEL argument (continue from one with --init)");
     PretrainConfig cfg = load_pretrain_config(opts->config, opts->init);
     if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
     cfg.trainer.progress = !globals.quiet;
+    dist::make_data_parallel(cfg.trainer, group);
     const std::string model_origin = cfg.init.empty() ? opts->config : path_join(cfg.init, "config.json");
     if (opts->hypermoe) add_hypermoe(cfg, parse_model_config(cfg.model, model_origin));
     const ModelConfig mcfg = parse_model_config(cfg.model, model_origin);
@@ -115,8 +122,9 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     TrainResult r = run_pretrain(cfg, make_model, pt);
     json out = {{"steps", r.steps}, {"final_loss", r.last_loss}, {"tokens_per_s", r.tokens_per_s},
                 {"val_loss", r.val_loss}, {"output", cfg.trainer.out_dir}};
-    if (!opts->json_out.empty()) write_json_file(opts->json_out, out);
-    std::cout << out.dump(2) << "\n";
+    if (writer && !opts->json_out.empty()) write_json_file(opts->json_out, out);
+    if (writer) std::cout << out.dump(2) << "\n";
+    dist::shutdown(group);
   });
 }
 

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
                                         mf::torch_version_string() + ")");
   app.option_defaults()->always_capture_default();
   // Bounded: an OpenMP pool of a million threads exhausts the machine before any error.
-  app.add_option("--threads", globals.threads, "intra-op threads, 0..1024 (default: all cores)")
+  app.add_option("--threads", globals.threads, "intra-op threads, 0..1024 (default: OMP_NUM_THREADS, else all cores)")
       ->check(mf::cli::non_negative() & CLI::Validator(
                   [](std::string& s) { return std::stod(s) <= 1024 ? std::string() : s + " must be <= 1024"; }, "<= 1024"));
   app.add_option("--log-level", globals.log_level, "debug, info, warn, error")

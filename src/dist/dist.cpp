@@ -575,13 +575,18 @@ std::shared_ptr<Group> init(const DistEnv& env, std::chrono::milliseconds timeou
             " (timeout ", timeout.count(), " ms)");
 
   // Rank 0 serves the store and, with waitWorkers, returns only once all ranks have connected.
+  // Under torchrun the elastic agent already serves it at MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True, as torch.distributed's env:// init reads it): every rank
+  // is then a client.
+  const auto agent = env_var("TORCHELASTIC_USE_AGENT_STORE");
+  const bool agent_store = agent && *agent == "True";
   c10::intrusive_ptr<c10d::Store> store;
   try {
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(env.master_port);
-    opts.isServer = rank == 0;
-    opts.numWorkers = static_cast<std::size_t>(size);
-    opts.waitWorkers = true;
+    opts.isServer = rank == 0 && !agent_store;
+    if (!agent_store) opts.numWorkers = static_cast<std::size_t>(size);
+    opts.waitWorkers = !agent_store;
     opts.timeout = timeout;
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, opts);
   } catch (...) {
@@ -607,7 +612,9 @@ std::shared_ptr<Group> init(const DistEnv& env, std::chrono::milliseconds timeou
   // serve other groups later).
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   try {
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("moeforge/default_pg", store);
+    // Keys apart per torchrun restart, so a restarted job never reads a dead attempt's keys.
+    const auto restart = env_var("TORCHELASTIC_RESTART_COUNT");
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("moeforge/default_pg/" + (restart ? *restart : "0"), store);
     pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, options);
   } catch (...) {
     throw unreachable(current_cause());

@@ -183,6 +183,7 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
   if (model.after_step) options.after_step = [&model](int64_t) { model.after_step(); };
   TrainResult result = train_loop(*model.module, loss_fn, train, validation, options);
   if (opt.stop_after_step >= 0 && result.steps < opt.max_steps) return result;
+  if (!opt.is_writer()) return result;  // data parallel: rank 0 writes the model
 
   // The final model directory, HF layout.
   AtomicDir dir(path_join(opt.out_dir, "final"));

@@ -204,6 +204,8 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
     if (opt.stop_after_step >= 0 && result.train.steps < opt.max_steps) return result;
   }
 
+  result.final_dir = path_join(opt.out_dir, "final");
+  if (!opt.is_writer()) return result;  // data parallel: rank 0 writes the model
   // Final model: LoRA merged, every tensor in the dtype it had in the input.
   if (lora) lora->merge();
   std::vector<std::pair<std::string, at::Tensor>> tensors;
@@ -211,7 +213,6 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
     at::ScalarType dt = ck.contains(name) ? st_to_torch(ck.info(name).dtype) : t.scalar_type();
     tensors.emplace_back(name, t.detach().to(dt).contiguous());
   }
-  result.final_dir = path_join(opt.out_dir, "final");
   SaveOptions so;
   if (is_directory(cfg.tokenizer)) so.copy_aux_from = cfg.tokenizer;
   save_checkpoint(result.final_dir, mcfg, tensors, so);

@@ -318,11 +318,18 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
       (loss / static_cast<double>(options.grad_accum)).backward();
       loss_sum += loss.item<double>();
     }
-    const double loss = loss_sum / static_cast<double>(options.grad_accum);
+    double loss = loss_sum / static_cast<double>(options.grad_accum);
     if (!std::isfinite(loss)) fail(cat("step ", step + 1, ": the loss is not finite (", loss, "); lower lr or check the data"));
     // After the finiteness check: a rank that stops here then leaves the others waiting in the
     // all-reduce (an error) instead of spreading NaN into their gradients (silent).
     if (options.on_gradients) options.on_gradients(grad_params);
+    if (options.average_over_ranks) {
+      std::vector<double> values{loss};
+      values.insert(values.end(), term_sums.begin(), term_sums.end());
+      options.average_over_ranks(values);
+      loss = values[0];
+      std::copy(values.begin() + 1, values.end(), term_sums.begin());
+    }
     const double grad_norm = clip_grad_norm(optimizer.params(), options.clip);
     optimizer.step(lr);
     ++step;

@@ -61,6 +61,9 @@ struct TrainerOptions {
   // one-rank run with that batch size sees; rank r trains on windows [r*b, (r+1)*b) of each
   // (docs/training.md, "Data parallelism"). Validation is the same on every rank.
   int64_t rank = 0, world_size = 1;
+  // Data parallelism: averages the step's logged values (loss, loss terms) over the ranks in
+  // place, so that every rank logs the global batch's values (null: rank-local values).
+  std::function<void(std::vector<double>& values)> average_over_ranks;
   // Only the writer (rank 0) writes checkpoints and metrics.jsonl and shows the progress bar;
   // every rank reads a checkpoint to resume.
   bool is_writer() const { return rank == 0; }

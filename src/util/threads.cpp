@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include "util/threads.h"
 
 #include <ATen/Parallel.h>
@@ -32,6 +33,11 @@ void keep_large_blocks() {
 int setup_threads(int n) {
   static const bool tuned = (keep_large_blocks(), true);
   (void)tuned;
+  // Default: OMP_NUM_THREADS when set (torchrun sets it per rank), else every core.
+  if (n <= 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    n = omp ? std::atoi(omp) : 0;
+  }
   if (n <= 0) n = hardware_threads();
   at::set_num_threads(n);
   return at::get_num_threads();

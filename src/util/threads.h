@@ -4,7 +4,8 @@
 
 namespace mf {
 
-// n <= 0 means all cores. Returns the number of threads in effect.
+// n <= 0 means OMP_NUM_THREADS when set (torchrun sets it per rank), else all cores. Returns the
+// number of threads in effect.
 int setup_threads(int n);
 int hardware_threads();
 

@@ -1,0 +1,17 @@
+// Data parallelism for the training loop (docs/distributed.md): each rank trains on its slice of
+// every global batch (the trainer's rank / world_size), gradients are averaged with bucketed
+// all-reduces before clipping (as DDP), the logged loss and loss terms are averaged too, and only
+// rank 0 writes checkpoints, metrics and the final model and shows the progress bar. With W ranks
+// x batch b a run then equals one rank x batch W*b (up to summation order).
+#pragma once
+#include <memory>
+
+#include "dist/dist.h"
+#include "train/trainer.h"
+
+namespace mf::dist {
+
+// Sets `options` up for `group` (nothing changes for a single-process group).
+void make_data_parallel(TrainerOptions& options, const std::shared_ptr<Group>& group);
+
+}  // namespace mf::dist
