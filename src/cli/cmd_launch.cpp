@@ -9,9 +9,8 @@
 // the others get SIGTERM, then SIGKILL 10 s later, and launch exits with the failed rank's code
 // (128 + signal number for a signal) after printing `error: launch: rank R exited with code C`.
 // SIGINT/SIGTERM/SIGHUP to launch are passed on to the ranks the same way. OMP_NUM_THREADS is
-// set to each rank's share of the cores unless already set (torchrun sets 1); moeforge itself
-// takes its thread count from --threads (default: all cores), so give each rank its share with
-// `moeforge --threads K ...` in COMMAND.
+// set to each rank's share of the cores unless already set (torchrun sets 1); moeforge's default
+// thread count follows it (`--threads K` in COMMAND overrides).
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
