@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,8 @@ struct DistEnv {
 // master to 127.0.0.1:29500. Malformed or inconsistent values throw one line
 // `torchrun environment: <what>`.
 DistEnv env_from_torchrun();
+// An environment variable; empty counts as unset (`WORLD_SIZE= moeforge ...`).
+std::optional<std::string> env_var(const char* name);
 
 // MOEFORGE_DIST_TIMEOUT (seconds, a positive number, fractions allowed) or 300 s. This bounds the
 // rendezvous and every collective: a rank that does not answer for that long is taken for dead.
