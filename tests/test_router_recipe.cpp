@@ -8,7 +8,9 @@
 
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "model/hypermoe_ffn.h"
 #include "model/layers.h"
+#include "model/model.h"
 #include "model_fixtures.h"
 #include "moe/losses.h"
 #include "moe/routers/selection.h"
@@ -16,6 +18,7 @@
 #include "train/lora.h"
 #include "train/router_recipe.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/str.h"
 
 using namespace mf;
@@ -445,4 +448,36 @@ TEST(RouterRecipe, MixtralRouterOnlyTrainsRoutersWithBalanceLoss) {
   }
   EXPECT_EQ(changed, 2);
   remove_all(r.dir);
+}
+
+// --hypermoe in the SFT recipe: a stock Mixtral gets fresh HyperMoE tensors (written as
+// model_type moeforge over mixtral), only they train (routers and LoRA off), everything else
+// stays bit-identical, and the result loads.
+TEST(RouterRecipe, HyperMoeTrainsOnlyTheHyperExpertsOnSftData) {
+  RecipeRun r = setup_dense_run("hypermoe", 6, "mixtral", R"("lora": {"enabled": false}, "router": {"train": false})");
+  RouterRecipeConfig c = load_router_config(r.config);
+  c.trainer.progress = false;
+  c.trainer.schedule.lr = 0.01;
+  c.hypermoe = true;
+  RecipeTokenizer tok = byte_tokenizer();
+  RouterRecipeResult res = run_router_recipe(c, &tok);
+  EXPECT_EQ(res.trainable_router_params, 0);
+  EXPECT_GT(res.hypermoe_params, 0);
+  const json out_cfg = read_json_file(res.final_dir + "/config.json");
+  EXPECT_EQ(out_cfg.at("model_type"), "moeforge");
+  EXPECT_EQ(out_cfg.at("base_model_type"), "mixtral");
+  auto in = read_all(r.model), out = read_all(res.final_dir);
+  int64_t hyper = 0;
+  for (const auto& [name, t] : out) {
+    if (is_hypermoe_tensor(name)) {
+      hyper += t.numel();
+      continue;
+    }
+    ASSERT_TRUE(in.count(name)) << name;
+    EXPECT_TRUE(at::equal(in[name], t)) << name;
+  }
+  EXPECT_EQ(hyper, res.hypermoe_params);
+  auto lines = metrics_lines(r.dir + "/run/metrics.jsonl");
+  EXPECT_LT(lines.back()["lm_loss"].get<double>(), lines.front()["lm_loss"].get<double>());
+  EXPECT_NO_THROW(Model::load(res.final_dir));
 }

@@ -8,7 +8,6 @@
 #include "dist/data_parallel.h"
 #include "model/config.h"
 #include "model/hypermoe_ffn.h"
-#include "moe/hyper_expert.h"
 #include "model/load.h"
 #include "model/model.h"
 #include "model/size_limits.h"
@@ -21,29 +20,6 @@
 #include "util/json.h"
 
 namespace mf::cli {
-namespace {
-
-// --hypermoe: the reference's hyper-parameters in the model's config (unless it has them), so the
-// family builds HyperMoE blocks and a continued checkpoint gets fresh HyperMoE tensors. A stock
-// MoE model becomes model_type moeforge over its family (docs/format.md), so that no stock
-// loader silently drops the HyperMoE tensors.
-void add_hypermoe(PretrainConfig& cfg, const ModelConfig& m) {
-  if (!m.is_moe())
-    fail_file(m.origin, "--hypermoe needs an MoE model, this one is dense (make one with moeforge upcycle --family moeforge)");
-  if (cfg.model.contains("hypermoe")) return;
-  json add = {{"hypermoe", moe::to_json(moe::HyperMoeOptions{})}};
-  if (m.model_type != "moeforge") {  // Mixtral / Qwen2-MoE / OLMoE: wrapped, tensor names unchanged
-    add["model_type"] = "moeforge";
-    add["base_model_type"] = m.model_type;
-    add["architectures"] = {"MoeforgeForCausalLM"};
-  }
-  for (auto it = add.begin(); it != add.end(); ++it) {
-    cfg.model[it.key()] = it.value();
-    cfg.model_overrides[it.key()] = it.value();
-  }
-}
-
-}  // namespace
 
 
 void add_train_command(CLI::App& app, const GlobalOptions& globals) {
@@ -60,18 +36,18 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_option("--init", opts->init, "pretrain: continue from this model directory (overrides training.init)");
   cmd->add_option("--json", opts->json_out, "Write the result record as JSON to this file");
   cmd->add_flag("--hypermoe", opts->hypermoe,
-                "pretrain: add a HyperExpert to every MoE layer (HyperMoE, the reference's hyper-parameters unless "
-                "the model section has a 'hypermoe' object; docs/hypermoe.md)");
+                "add a HyperExpert to every MoE layer and train it (HyperMoE, the reference's hyper-parameters "
+                "unless the model has a 'hypermoe' object; docs/hypermoe.md)");
   cmd->callback([opts, &globals]() {
     // Under torchrun (or moeforge launch): data parallel over c10d; otherwise one process.
     std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
     const bool writer = group->rank() == 0;
     if (opts->recipe == "router") {
       if (!opts->init.empty()) throw UsageError("--init belongs to the pretrain recipe (the router recipe takes MODEL)");
-      if (opts->hypermoe) throw UsageError("--hypermoe belongs to the pretrain recipe");
       RouterRecipeConfig cfg = load_router_config(opts->config);
       if (!opts->model.empty()) cfg.model_dir = opts->model;
       if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
+      cfg.hypermoe = opts->hypermoe;
       cfg.trainer.progress = !globals.quiet;
       dist::make_data_parallel(cfg.trainer, group);
       RouterRecipeResult r = run_router_recipe(cfg);
@@ -81,6 +57,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
                   {"val_loss", r.train.val_loss},
                   {"router_params", r.trainable_router_params},
                   {"lora_params", r.lora_params},
+                  {"hypermoe_params", r.hypermoe_params},
                   {"output", r.final_dir}};
       for (const auto& [layer, fit] : r.mlp_fits)
         out["mlp_router"].push_back({{"layer", layer}, {"recall_before", fit.recall_before},
@@ -96,7 +73,13 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     cfg.trainer.progress = !globals.quiet;
     dist::make_data_parallel(cfg.trainer, group);
     const std::string model_origin = cfg.init.empty() ? opts->config : path_join(cfg.init, "config.json");
-    if (opts->hypermoe) add_hypermoe(cfg, parse_model_config(cfg.model, model_origin));
+    if (opts->hypermoe) {  // fresh HyperMoE tensors for a continued checkpoint (load_model_with_overrides)
+      const json add = hypermoe_config_overrides(parse_model_config(cfg.model, model_origin));
+      for (auto it = add.begin(); it != add.end(); ++it) {
+        cfg.model[it.key()] = it.value();
+        cfg.model_overrides[it.key()] = it.value();
+      }
+    }
     const ModelConfig mcfg = parse_model_config(cfg.model, model_origin);
     // fp32 weights, their gradients and AdamW's two moments, before a byte of it is allocated.
     check_model_fits_memory(mcfg, 16.0, "to train with AdamW in fp32");

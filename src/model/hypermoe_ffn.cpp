@@ -20,6 +20,19 @@ bool has_hypermoe(const ModelConfig& cfg) {
   return cfg.model_type == "moeforge" && cfg.raw.is_object() && cfg.raw.contains("hypermoe");
 }
 
+json hypermoe_config_overrides(const ModelConfig& m) {
+  if (!m.is_moe())
+    fail_file(m.origin, "--hypermoe needs an MoE model, this one is dense (make one with moeforge upcycle --family moeforge)");
+  if (m.raw.contains("hypermoe")) return json::object();
+  json add = {{"hypermoe", moe::to_json(moe::HyperMoeOptions{})}};
+  if (m.model_type != "moeforge") {  // tensor names unchanged: the family's own
+    add["model_type"] = "moeforge";
+    add["base_model_type"] = m.model_type;
+    add["architectures"] = {"MoeforgeForCausalLM"};
+  }
+  return add;
+}
+
 std::shared_ptr<MoeFFN> make_moe_block(const ModelConfig& cfg, int64_t l, MoeFfnSpec spec) {
   if (!has_hypermoe(cfg)) return std::make_shared<MoeFFN>(std::move(spec));
   int64_t index = 0;  // the layer's position among the MoE layers

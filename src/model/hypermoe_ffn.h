@@ -28,6 +28,12 @@ class HyperMoeFFN : public MoeFFN {
 };
 
 bool has_hypermoe(const ModelConfig& cfg);
+// The config keys `--hypermoe` adds to MoE model `m` (the reference's hyper-parameters; a stock
+// Mixtral / Qwen2-MoE / OLMoE also becomes model_type moeforge over its family, so that no stock
+// loader silently drops the HyperMoE tensors); empty when it has HyperMoE already. One-line
+// error naming config.json for a dense model.
+json hypermoe_config_overrides(const ModelConfig& m);
+
 // Whether a checkpoint tensor belongs to HyperMoE (`hypermoe.*`, `*.hyper_expert.*`).
 bool is_hypermoe_tensor(const std::string& name);
 moe::HyperMoeOptions hypermoe_options(const ModelConfig& cfg);

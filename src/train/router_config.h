@@ -40,6 +40,7 @@ struct RouterRecipeConfig {
   double balance_coef = -1;   // < 0: the model's aux_loss_coef, else 5e-4
   BalanceScale balance_scale = BalanceScale::Tokens;
   bool train_router = true;
+  bool hypermoe = false;  // train --hypermoe: add HyperMoE (if absent) and train its parameters too
   bool lora_enabled = true;
   LoraOptions lora;
   MlpRouterTrainOptions mlp;

@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "io/checkpoint.h"
+#include "model/hypermoe_ffn.h"
 #include "model/layers.h"
+#include "model/load.h"
 #include "model/moe_ffn.h"
 #include "moe/routers/mlp_router.h"
 #include "tokenizer/tokenizer.h"
@@ -120,7 +122,12 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
   if (rtok.eos_id < 0) fail_file(cfg.tokenizer, "the tokenizer has no EOS token");
 
   seed_torch(opt.seed);
-  std::shared_ptr<Model> model = Model::load(cfg.model_dir, {at::kFloat, at::kCPU});
+  // --hypermoe: HyperMoE tensors start fresh (seeded) when the model has none.
+  json out_config = mcfg;
+  const json overrides =
+      cfg.hypermoe ? hypermoe_config_overrides(parse_model_config(mcfg, ck.config_path())) : json::object();
+  for (auto it = overrides.begin(); it != overrides.end(); ++it) out_config[it.key()] = it.value();
+  std::shared_ptr<Model> model = load_model_with_overrides(cfg.model_dir, {at::kFloat, at::kCPU}, overrides);
   const int64_t vocab = model->config().vocab_size;
   RecipeData data = load_recipe_data(cfg, rtok, vocab);
 
@@ -147,16 +154,18 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
   const std::string balance_name = blocks.empty() ? "none" : aux_loss_name(blocks.front().second->spec().aux.kind);
   const double lambda = blocks.empty() ? 0.0 : blocks.front().second->spec().aux.coef;
 
-  // Trainable set: routers (+ LoRA); everything else frozen.
-  int64_t router_params = 0;
+  // Trainable set: routers (+ LoRA, + HyperMoE); everything else frozen.
+  int64_t router_params = 0, hyper_params = 0;
   for (auto& p : model->named_parameters()) {
-    const bool train = cfg.train_router && is_router_parameter(p.key());
-    p.value().set_requires_grad(train);
-    if (train) router_params += p.value().numel();
+    const bool router = cfg.train_router && is_router_parameter(p.key());
+    const bool hyper = cfg.hypermoe && is_hypermoe_tensor(p.key());
+    p.value().set_requires_grad(router || hyper);
+    if (router) router_params += p.value().numel();
+    if (hyper) hyper_params += p.value().numel();
   }
   std::shared_ptr<LoraAdapters> lora;
   if (cfg.lora_enabled) lora = std::make_shared<LoraAdapters>(*model, cfg.lora);
-  if (router_params == 0 && !lora)
+  if (router_params == 0 && hyper_params == 0 && !lora)
     fail_file(cfg.model_dir,
               router_type == "avgk"
                   ? "nothing to train: avg-k (EMoE) gates are not trained by gradient; enable LoRA (lora.enabled)"
@@ -167,6 +176,7 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
   RouterRecipeResult result;
   result.trainable_router_params = router_params;
   result.lora_params = lora ? lora->param_count() : 0;
+  result.hypermoe_params = hyper_params;
   log_info("router recipe: ", data.train.size(), " training sequences of ", cfg.seq_len + 1, " tokens (",
            data.sft ? "SFT, response tokens" : (cfg.packing ? "text, packed" : "text, one per sequence"), "), ",
            opt.max_steps, " steps, ", router_params, " router + ", result.lora_params, " LoRA parameters");
@@ -215,7 +225,7 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
   }
   SaveOptions so;
   if (is_directory(cfg.tokenizer)) so.copy_aux_from = cfg.tokenizer;
-  save_checkpoint(result.final_dir, mcfg, tensors, so);
+  save_checkpoint(result.final_dir, out_config, tensors, so);
   json record = {{"recipe", "router"},
                  {"config", cfg.path},
                  {"model", cfg.model_dir},
@@ -226,6 +236,7 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
                  {"balance_coef", lambda},
                  {"router_params", router_params},
                  {"lora_params", result.lora_params},
+                 {"hypermoe_params", result.hypermoe_params},
                  {"train_sequences", data.train.size()},
                  {"sft", data.sft},
                  {"inputs", json::array()}};

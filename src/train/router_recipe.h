@@ -31,7 +31,7 @@ namespace mf {
 struct RouterRecipeResult {
   TrainResult train;
   std::vector<std::pair<int, MlpRouterFit>> mlp_fits;  // per MoE layer
-  int64_t trainable_router_params = 0, lora_params = 0;
+  int64_t trainable_router_params = 0, lora_params = 0, hypermoe_params = 0;
   std::string final_dir;
 };
 
