@@ -170,3 +170,32 @@ TEST(DistTrain, AKilledTwoRankRunResumesBitForBitAndRefusesAnotherWorldSize) {
   ASSERT_EQ(run_shell(launch + train_args(cfg, killed), &log), 0) << log;
   EXPECT_EQ(max_weight_diff(full + "/final", killed + "/final"), 0.0);
 }
+
+// Data-parallel eval: the scoring batches are shared out over the ranks, so the metrics (and
+// every per-sample score) are those of one process with the same threads per process (CPU
+// reductions depend on the thread count; torchrun and launch give each rank one thread here).
+TEST(DistEval, RanksUnderTorchrunAndLaunchReproduceTheOneProcessResultsExactly) {
+  ASSERT_TRUE(have_torchrun()) << "torchrun missing: install python3-torch (scripts/install-deps.sh)";
+  const std::string dir = data_dir() + "/eval";
+  remove_all(dir);
+  make_dirs(dir);
+  const std::string args = " eval " + std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny --tasks arc_easy,piqa,wikitext" +
+                           " --data-dir " + MOEFORGE_TEST_DATA + "/benchmarks --limit 12 --batch-tokens 512";
+  auto one = run_moeforge("-q --threads 1" + args + " --output " + dir + "/one.json --log-samples " + dir + "/s1", true);
+  ASSERT_EQ(one.code, 0) << one.out;
+  std::string log;
+  ASSERT_EQ(run_shell("OMP_NUM_THREADS=1 " + torchrun(2) + "-q" + args + " --output " + dir + "/two.json --log-samples " +
+                      dir + "/s2", &log), 0) << log;
+  ASSERT_EQ(run_shell(std::string(MOEFORGE_BIN) + " launch --nproc 3 --master-port 0 -- " + MOEFORGE_BIN + " -q" + args +
+                      " --output " + dir + "/three.json", &log), 0) << log;
+  const json r1 = read_json_file(dir + "/one.json");
+  EXPECT_EQ(r1.at("results"), read_json_file(dir + "/two.json").at("results"));
+  EXPECT_EQ(r1.at("results"), read_json_file(dir + "/three.json").at("results"));
+  EXPECT_TRUE(r1.at("results").contains("wikitext"));
+  // Per-sample log-likelihoods, bit for bit (the files differ only in their date-stamped names).
+  const auto f1 = list_dir(dir + "/s1"), f2 = list_dir(dir + "/s2");
+  ASSERT_EQ(f1.size(), 3u);
+  ASSERT_EQ(f2.size(), 3u);
+  for (size_t i = 0; i < f1.size(); ++i)
+    EXPECT_EQ(read_file(dir + "/s1/" + f1[i]), read_file(dir + "/s2/" + f2[i])) << f1[i];
+}

@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "cli/vocab_check.h"
+#include "dist/dist.h"
 #include "eval/model_scorer.h"
 #include "eval/report.h"
 #include "eval/yaml_task.h"
@@ -134,10 +135,21 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
     opt.bootstrap_iters = a->bootstrap_iters;
     opt.acc_bytes = a->acc_bytes;
     opt.log_samples = !a->log_samples.empty();
+    // Under torchrun / moeforge launch: the scoring batches are shared out over the ranks (the
+    // scores, hence the results, are those of one process); rank 0 writes.
+    std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
+    const bool writer = group->rank() == 0;
+    if (group->active()) {
+      opt.engine.rank = group->rank();
+      opt.engine.world_size = group->world_size();
+      opt.engine.all_gather = [group](const std::string& mine) { return group->all_gather_strings(mine); };
+      opt.engine.progress = opt.engine.progress && writer;
+    }
     eval::EvalReport report = eval::evaluate(registry, tasks, encoder, scorer, opt);
+    dist::shutdown(group);
 
-    if (!report.results.empty()) std::printf("%s", eval::format_console(report).c_str());
-    if (!a->output.empty()) {
+    if (writer && !report.results.empty()) std::printf("%s", eval::format_console(report).c_str());
+    if (writer && !a->output.empty()) {
       json settings = eval::settings_json(opt, tasks, scorer.max_length());
       // lm-eval's HF model_args for the same run.
       std::string model_args = "pretrained=" + a->model + ",dtype=" + hf_dtype_name(a->dtype) + ",device=" + a->device;
@@ -159,7 +171,7 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
       write_file_atomic(a->output, results.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n");
       log_info("wrote ", a->output);
     }
-    if (opt.log_samples) {
+    if (writer && opt.log_samples) {
       const auto files = eval::write_sample_files(report, a->log_samples);
       log_info("wrote ", files.size(), " sample file(s) to ", a->log_samples);
     }

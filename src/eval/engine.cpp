@@ -1,5 +1,7 @@
 #include "eval/engine.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -52,6 +54,34 @@ struct Unit {
   std::vector<size_t> members;
   int64_t length = 0;  // sort key: the row's tokens (context + continuation), or a group's packed tokens
 };
+
+}  // namespace
+
+namespace {
+
+// Every rank's scores into `results`: (index, logprob bits, greedy) records, all-gathered.
+void gather_scores(std::vector<TokenScore>& results, const std::vector<size_t>& mine, const EngineOptions& options) {
+  if (!options.all_gather) fail("internal: data-parallel scoring without an all-gather");
+  struct Record {
+    uint64_t index;
+    double logprob;
+    uint8_t greedy;
+  };
+  std::string bytes(mine.size() * sizeof(Record), '\0');
+  for (size_t k = 0; k < mine.size(); ++k) {
+    const Record r{mine[k], results[mine[k]].logprob, static_cast<uint8_t>(results[mine[k]].greedy)};
+    std::memcpy(&bytes[k * sizeof(Record)], &r, sizeof(Record));
+  }
+  for (const std::string& from : options.all_gather(bytes)) {
+    if (from.size() % sizeof(Record) != 0) fail("internal: malformed scores from another rank");
+    for (size_t off = 0; off < from.size(); off += sizeof(Record)) {
+      Record r;
+      std::memcpy(&r, &from[off], sizeof(Record));
+      if (r.index >= results.size()) fail("internal: malformed scores from another rank");
+      results[r.index] = TokenScore{r.logprob, r.greedy != 0};
+    }
+  }
+}
 
 }  // namespace
 
@@ -148,6 +178,11 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
   if (options.progress)
     bar = std::make_unique<Progress>(options.progress_label, static_cast<int64_t>(todo.size()), "req");
 
+  // Data parallel: this rank scores every world_size-th batch and records what it scored.
+  int64_t batch_index = -1;
+  std::vector<size_t> mine;
+  auto my_turn = [&]() { return ++batch_index % options.world_size == options.rank; };
+
   size_t pos = 0;
   while (pos < units.size()) {
     if (units[pos].shared) {
@@ -170,15 +205,20 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
         stats.input_tokens += len;
         ++pos;
       }
-      auto out = model.score_shared(batch);
-      if (out.size() != batch.size()) fail("internal: model returned a wrong number of group results");
       int64_t done = 0;
-      for (size_t g = 0; g < batch.size(); ++g) {
-        if (out[g].size() != batch_units[g]->members.size())
-          fail("internal: model returned a wrong number of continuation results");
-        for (size_t k = 0; k < out[g].size(); ++k) results[batch_units[g]->members[k]] = out[g][k];
-        done += static_cast<int64_t>(out[g].size());
+      if (my_turn()) {
+        auto out = model.score_shared(batch);
+        if (out.size() != batch.size()) fail("internal: model returned a wrong number of group results");
+        for (size_t g = 0; g < batch.size(); ++g) {
+          if (out[g].size() != batch_units[g]->members.size())
+            fail("internal: model returned a wrong number of continuation results");
+          for (size_t k = 0; k < out[g].size(); ++k) {
+            results[batch_units[g]->members[k]] = out[g][k];
+            mine.push_back(batch_units[g]->members[k]);
+          }
+        }
       }
+      for (const Unit* u : batch_units) done += static_cast<int64_t>(u->members.size());
       stats.groups += static_cast<int64_t>(batch.size());
       stats.padded_tokens += longest * static_cast<int64_t>(batch.size());
       ++stats.batches;
@@ -202,9 +242,12 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
         ids.push_back(i);
         ++pos;
       }
-      auto out = model.score(rows);
-      if (out.size() != rows.size()) fail("internal: model returned a wrong number of row results");
-      for (size_t k = 0; k < out.size(); ++k) results[ids[k]] = out[k];
+      if (my_turn()) {
+        auto out = model.score(rows);
+        if (out.size() != rows.size()) fail("internal: model returned a wrong number of row results");
+        for (size_t k = 0; k < out.size(); ++k) results[ids[k]] = out[k];
+        mine.insert(mine.end(), ids.begin(), ids.end());
+      }
       stats.rows += static_cast<int64_t>(rows.size());
       stats.padded_tokens += longest * static_cast<int64_t>(rows.size());
       ++stats.batches;
@@ -212,6 +255,7 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
     }
   }
   if (bar) bar->finish();
+  if (options.world_size > 1) gather_scores(results, mine, options);
   if (stats_out) *stats_out = stats;
   return results;
 }

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "eval/requests.h"
@@ -56,6 +57,11 @@ struct EngineOptions {
   bool share_context = true;    // false: every request is its own row (the lm-eval way)
   bool progress = true;
   std::string progress_label = "requests";
+  // Data parallelism (src/dist): the batches are formed exactly as in one process and batch j is
+  // scored by rank j % world_size (so every score is bit-identical to a one-process run); then
+  // `all_gather` (every rank's byte string, by rank) gives every rank all the scores.
+  int64_t rank = 0, world_size = 1;
+  std::function<std::vector<std::string>(const std::string& mine)> all_gather;
 };
 
 struct EngineStats {
