@@ -4,6 +4,17 @@
 #include "util/error.h"
 
 namespace mf {
+namespace {
+
+// MoE layers before layer `end` (all of them for end = num_layers): a layer's row in the
+// generator's layer embedding, and the table's size.
+int64_t moe_layers_before(const ModelConfig& cfg, int64_t end) {
+  int64_t n = 0;
+  for (int64_t l = 0; l < end; ++l) n += cfg.layer_is_moe(l) ? 1 : 0;
+  return n;
+}
+
+}  // namespace
 
 HyperMoeFFN::HyperMoeFFN(MoeFfnSpec spec, int64_t moe_index, const moe::HyperMoeOptions& opt)
     : MoeFFN(std::move(spec)), moe_index_(moe_index) {
@@ -35,9 +46,7 @@ json hypermoe_config_overrides(const ModelConfig& m) {
 
 std::shared_ptr<MoeFFN> make_moe_block(const ModelConfig& cfg, int64_t l, MoeFfnSpec spec) {
   if (!has_hypermoe(cfg)) return std::make_shared<MoeFFN>(std::move(spec));
-  int64_t index = 0;  // the layer's position among the MoE layers
-  for (int64_t i = 0; i < l; ++i) index += cfg.layer_is_moe(i) ? 1 : 0;
-  return std::make_shared<HyperMoeFFN>(std::move(spec), index, hypermoe_options(cfg));
+  return std::make_shared<HyperMoeFFN>(std::move(spec), moe_layers_before(cfg, l), hypermoe_options(cfg));
 }
 
 bool is_hypermoe_tensor(const std::string& name) {
@@ -50,9 +59,8 @@ moe::HyperMoeOptions hypermoe_options(const ModelConfig& cfg) {
 
 void link_hypermoe_generator(Model& model) {
   const ModelConfig& cfg = model.config();
-  int64_t moe_count = 0;
-  for (int64_t l = 0; l < cfg.num_layers; ++l) moe_count += cfg.layer_is_moe(l) ? 1 : 0;
-  auto gen = model.register_module("hypermoe", moe::HyperGenerator(cfg.hidden_size, moe_count, hypermoe_options(cfg)));
+  auto gen = model.register_module(
+      "hypermoe", moe::HyperGenerator(cfg.hidden_size, moe_layers_before(cfg, cfg.num_layers), hypermoe_options(cfg)));
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     if (!cfg.layer_is_moe(l)) continue;
     auto block = std::dynamic_pointer_cast<HyperMoeFFN>(model.ffn(l));
@@ -72,15 +80,12 @@ void reset_hypermoe_parameters(Model& model) {
 
 void add_hypermoe_tensors(const ModelConfig& cfg, std::vector<TensorSpec>& specs) {
   const moe::HyperMoeOptions opt = hypermoe_options(cfg);
-  int64_t moe_count = 0;
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     if (!cfg.layer_is_moe(l)) continue;
-    ++moe_count;
     const std::string p = "model.layers." + std::to_string(l) + "." + cfg.ffn_module_name() + ".hyper_expert.";
     for (auto& [name, shape] : moe::hyper_expert_tensors(cfg.num_experts, opt)) specs.push_back({p + name, shape, true});
   }
-  for (auto& [name, shape] :
-       moe::hyper_generator_tensors(cfg.hidden_size, moe_count, opt))
+  for (auto& [name, shape] : moe::hyper_generator_tensors(cfg.hidden_size, moe_layers_before(cfg, cfg.num_layers), opt))
     specs.push_back({"hypermoe." + name, shape, true});
 }
 

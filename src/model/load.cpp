@@ -42,8 +42,8 @@ std::shared_ptr<Model> load_model_with_overrides(const std::string& dir, const L
 
   if (options.dtype != at::kFloat && options.dtype != at::kBFloat16 && options.dtype != at::kHalf)
     throw UsageError("unsupported dtype for a model (use float32, bfloat16 or float16)");
-  // libtorch's CPU kernels have no float16 matmul (addmm_impl_cpu_ "not implemented for 'Half'"):
-  // refuse up front instead of failing in the first layer. fp16 checkpoints load fine as bf16/fp32.
+  // libtorch's CPU kernels have no float16 matmul (addmm fails on 'Half' tensors): refuse up
+  // front instead of failing in the first layer. fp16 checkpoints load fine as bf16/fp32.
   if (options.dtype == at::kHalf && options.device.is_cpu())
     throw UsageError("--dtype float16 computes on CUDA only (libtorch has no float16 matmul on CPU); use bfloat16 "
                      "(same size) or float32 — float16 checkpoints load in either");
