@@ -36,6 +36,13 @@ void MoELayerImpl::set_shared_expert(ExpertBank shared, const at::Tensor& gate_w
   }
 }
 
+void MoELayerImpl::distribute_experts(ExpertBank local, RemoteExperts run) {
+  if (local->dim() != dim()) fail(cat("MoE layer: the local experts have width ", local->dim(), ", expected ", dim()));
+  for (int64_t e = 0; e < num_experts(); ++e) expert_params_.push_back(experts_->expert_params(e));
+  experts_ = replace_module("experts", std::move(local));
+  remote_ = std::move(run);
+}
+
 void MoELayerImpl::to_dtype(at::ScalarType dtype) {
   experts_->to(dtype);
   if (shared_) shared_->to(dtype);
@@ -73,16 +80,21 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
   const bool fusable = (wd == at::kBFloat16 || wd == at::kFloat) && experts_->as_dense() &&
                        (!shared_ || (shared_->dtype() == wd && shared_->as_dense()));
   const bool observed = cb && cb->per_expert();
+  if (remote_) {
+    if (observed) fail("MoE layer: single experts cannot be observed when the experts are spread over processes");
+    y = run_remote(x, o);
+  }
   // The inference paths pick their own dtypes (the weights', fp32 accumulation); CPU autocast
   // (a bf16 trainer's validation pass) would recast the inputs of their out= GEMMs.
   std::optional<CpuAutocast> no_autocast;
   if (!grad && !observed) no_autocast.emplace(false, at::kBFloat16);
-  if (!grad && !observed && fusable && x.size(0) <= opt_.small_batch_tokens) {
+  if (!remote_ && !grad && !observed && fusable && x.size(0) <= opt_.small_batch_tokens) {
     y = run_fused(x, o, static_cast<bool>(shared_), sg);
     o.y = y.reshape(x_in.sizes());
     return o;
   }
-  y = grad || observed || !experts_->as_dense() ? run_autograd(x, o, observed ? cb : nullptr) : run_grouped(x, o);
+  if (!remote_)
+    y = grad || observed || !experts_->as_dense() ? run_autograd(x, o, observed ? cb : nullptr) : run_grouped(x, o);
   if (shared_) {
     at::Tensor s;
     if (observed) {
@@ -110,6 +122,13 @@ at::Tensor MoELayerImpl::run_autograd(const at::Tensor& x, const MoEOutput& o, c
   }
   const RoutingPlan& p = o.plan;
   const at::Tensor ys = experts_->forward_rows(x, p, cb);
+  const at::Tensor g = o.route.gates.reshape({-1}).index_select(0, p.row_slot);
+  return combine(ys, g, p, x.scalar_type());
+}
+
+at::Tensor MoELayerImpl::run_remote(const at::Tensor& x, const MoEOutput& o) {
+  const RoutingPlan& p = o.plan;
+  const at::Tensor ys = remote_(gather_rows(x.to(experts_->dtype()), p), p);
   const at::Tensor g = o.route.gates.reshape({-1}).index_select(0, p.row_slot);
   return combine(ys, g, p, x.scalar_type());
 }
@@ -223,8 +242,9 @@ at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool
 }
 
 MoETelemetry MoELayerImpl::telemetry(const MoEOutput& out, const at::Tensor& mask) const {
-  std::vector<int64_t> params;
-  for (int64_t e = 0; e < num_experts(); ++e) params.push_back(experts_->expert_params(e));
+  std::vector<int64_t> params = expert_params_;
+  if (params.empty())
+    for (int64_t e = 0; e < num_experts(); ++e) params.push_back(experts_->expert_params(e));
   int64_t always = router_->param_count();
   if (shared_) always += shared_->expert_params(0) + (shared_gate_w_.defined() ? shared_gate_w_.numel() : 0);
   return compute_telemetry(out.plan, out.route.probs, mask, params, always);

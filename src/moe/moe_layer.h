@@ -33,6 +33,12 @@ struct MoEOutput {
   at::Tensor shared_gate;   // [T, 1] sigmoid gate of the shared expert (undefined without one)
 };
 
+// Expert parallelism (src/dist/expert_parallel.h): the layer keeps only this process's experts and
+// hands the routed rows to `run`, which sends them to the processes that own their experts and
+// returns every row's expert output. rows [N, d] (the experts' dtype) are in plan order, grouped
+// by global expert id; the result is [N, d] in the same order, autograd-capable.
+using RemoteExperts = std::function<at::Tensor(const at::Tensor& rows, const RoutingPlan& plan)>;
+
 // Observation points of one forward (the runtime's hooks, model/hooks.h): the router logits,
 // and each expert's hidden activation and output (ExpertCallbacks, moe/expert_bank.h). Each
 // callback returns the tensor the layer continues with: its argument, or a replacement of the
@@ -64,13 +70,21 @@ class MoELayerImpl : public torch::nn::Module {
   bool has_shared_expert() const { return static_cast<bool>(shared_); }
   MoELayerOptions& options() { return opt_; }
   int64_t dim() const { return experts_->dim(); }
-  int64_t num_experts() const { return experts_->num_experts(); }
+  // All experts of the layer (the router's), also when only some live in this process.
+  int64_t num_experts() const { return router_->num_experts(); }
+
+  // Expert parallelism: `local` (this process's experts) replaces the bank and `run` computes the
+  // routed rows of every forward (the router keeps all experts). Observers of single experts
+  // (MoECallbacks::per_expert) are refused in this mode.
+  void distribute_experts(ExpertBank local, RemoteExperts run);
+  bool experts_distributed() const { return static_cast<bool>(remote_); }
 
   // Converts the expert weights (and the shared expert) to `dtype`; the router stays fp32.
   void to_dtype(at::ScalarType dtype);
 
  private:
   at::Tensor run_autograd(const at::Tensor& x, const MoEOutput& o, const MoECallbacks* cb);
+  at::Tensor run_remote(const at::Tensor& x, const MoEOutput& o);
   at::Tensor run_grouped(const at::Tensor& x, const MoEOutput& o);
   at::Tensor run_fused(const at::Tensor& x, const MoEOutput& o, bool with_shared, const at::Tensor& shared_gate);
 
@@ -79,6 +93,8 @@ class MoELayerImpl : public torch::nn::Module {
   ExpertBank shared_{nullptr};
   at::Tensor shared_gate_w_;
   MoELayerOptions opt_;
+  RemoteExperts remote_;
+  std::vector<int64_t> expert_params_;  // of all experts, kept when they are distributed
 };
 TORCH_MODULE(MoELayer);
 
