@@ -42,9 +42,12 @@ const std::string& data_dir() {
   return d;
 }
 
-// A small dense Llama pretrained from scratch (same seed: same initial weights on every rank).
-std::string config_with_batch(int64_t batch, int64_t save_every = 0) {
-  const std::string path = data_dir() + "/cfg" + std::to_string(batch) + "_" + std::to_string(save_every) + ".json";
+// A small dense Llama pretrained from scratch (same seed: same initial weights on every rank), or
+// a Mixtral of 5 experts, top-2, without the balance loss (which each rank computes on its own
+// tokens, as DeepSpeed and Megatron do: it is not a function of the global batch).
+std::string config_with_batch(int64_t batch, int64_t save_every = 0, bool moe = false) {
+  const std::string path = data_dir() + "/cfg" + std::to_string(batch) + "_" + std::to_string(save_every) +
+                           (moe ? "_moe" : "") + ".json";
   json cfg = {{"model",
                {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                 {"num_key_value_heads", 2}, {"vocab_size", 8192}, {"tie_word_embeddings", true}}},
@@ -53,6 +56,9 @@ std::string config_with_batch(int64_t batch, int64_t save_every = 0) {
                 {"seed", 5}, {"bf16", false}, {"eval_every", 3}, {"eval_batches", 2}, {"save_every", save_every},
                 {"train_data", data_dir() + "/train.jsonl"}, {"validation_data", data_dir() + "/val.jsonl"},
                 {"tokenizer", std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny"}}}};
+  if (moe)
+    cfg["model"].update({{"model_type", "mixtral"}, {"num_local_experts", 5}, {"num_experts_per_tok", 2},
+                         {"router_aux_loss_coef", 0.0}});
   write_file_atomic(path, cfg.dump());
   return path;
 }
@@ -137,19 +143,21 @@ TEST(DistTrain, ThreeRanksUnderMoeforgeLaunchEqualOneRankWithTheTripleBatch) {
   expect_same_run(one, three);
 }
 
-TEST(DistTrain, AKilledTwoRankRunResumesBitForBitAndRefusesAnotherWorldSize) {
-  const std::string cfg = config_with_batch(2, 2);
-  const std::string full = data_dir() + "/full", killed = data_dir() + "/killed";
+namespace {
+
+// Runs `args` (a train command for run directory `full`) under 2 ranks of moeforge launch to the
+// end, then again into `killed`, SIGKILLs the launcher (its ranks die with it) once the step-2
+// checkpoint exists, and resumes: the final weights must equal the uninterrupted run's bit for bit.
+void expect_killed_run_resumes(const std::string& cfg, const std::string& extra, const std::string& full,
+                               const std::string& killed) {
   remove_all(full);
   remove_all(killed);
   const std::string launch = std::string(MOEFORGE_BIN) + " launch --nproc 2 --master-port 0 -- " + MOEFORGE_BIN + " ";
-  ASSERT_EQ(run_shell(launch + train_args(cfg, full)), 0);
-
-  // Start the same run and SIGKILL the launcher (its ranks die with it) once a checkpoint exists.
+  ASSERT_EQ(run_shell(launch + train_args(cfg, full) + extra), 0);
   const pid_t pid = fork();
   if (pid == 0) {
     setpgid(0, 0);
-    execl("/bin/sh", "sh", "-c", (launch + train_args(cfg, killed) + " > /dev/null 2>&1").c_str(), nullptr);
+    execl("/bin/sh", "sh", "-c", (launch + train_args(cfg, killed) + extra + " > /dev/null 2>&1").c_str(), nullptr);
     _exit(127);
   }
   bool saw_checkpoint = false;
@@ -162,13 +170,60 @@ TEST(DistTrain, AKilledTwoRankRunResumesBitForBitAndRefusesAnotherWorldSize) {
   ASSERT_TRUE(saw_checkpoint);
 
   // Resuming with one rank: refused, naming the checkpoint's world size.
-  auto r = run_moeforge(train_args(cfg, killed), true);
+  auto r = run_moeforge(train_args(cfg, killed) + extra, true);
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("checkpoint written with world_size 2, this run has 1"), std::string::npos) << r.out;
   // With two ranks: the uninterrupted run's weights, bit for bit.
   std::string log;
-  ASSERT_EQ(run_shell(launch + train_args(cfg, killed), &log), 0) << log;
+  ASSERT_EQ(run_shell(launch + train_args(cfg, killed) + extra, &log), 0) << log;
   EXPECT_EQ(max_weight_diff(full + "/final", killed + "/final"), 0.0);
+}
+
+}  // namespace
+
+TEST(DistTrain, AKilledTwoRankRunResumesBitForBitAndRefusesAnotherWorldSize) {
+  expect_killed_run_resumes(config_with_batch(2, 2), "", data_dir() + "/full", data_dir() + "/killed");
+}
+
+// Expert parallelism: each rank computes its shard of every layer's experts (5 experts: 3 + 2 on
+// two ranks, 2 + 2 + 1 on three) for all ranks' tokens; the run must still equal one process with
+// the whole batch, and its checkpoints (experts gathered to rank 0) must resume bit for bit.
+TEST(DistTrain, ExpertParallelRanksEqualOneRankWithTheWholeBatch) {
+  ASSERT_TRUE(have_torchrun()) << "torchrun missing: install python3-torch (scripts/install-deps.sh)";
+  const std::string one = data_dir() + "/ep_one4", two = data_dir() + "/ep_two2";
+  remove_all(one);
+  remove_all(two);
+  ASSERT_EQ(run_moeforge(train_args(config_with_batch(4, 0, true), one), true).code, 0);
+  std::string log;
+  ASSERT_EQ(run_shell(torchrun(2) + train_args(config_with_batch(2, 0, true), two) + " --expert-parallel", &log), 0) << log;
+  expect_same_run(one, two);
+  const std::string one6 = data_dir() + "/ep_one6", three = data_dir() + "/ep_three2";
+  remove_all(one6);
+  remove_all(three);
+  ASSERT_EQ(run_moeforge(train_args(config_with_batch(6, 0, true), one6), true).code, 0);
+  ASSERT_EQ(run_shell(std::string(MOEFORGE_BIN) + " launch --nproc 3 --master-port 0 -- " + MOEFORGE_BIN + " " +
+                          train_args(config_with_batch(2, 0, true), three) + " --expert-parallel",
+                      &log),
+            0)
+      << log;
+  expect_same_run(one6, three);
+}
+
+TEST(DistTrain, AKilledExpertParallelRunResumesBitForBit) {
+  expect_killed_run_resumes(config_with_batch(2, 2, true), " --expert-parallel", data_dir() + "/ep_full",
+                            data_dir() + "/ep_killed");
+}
+
+TEST(DistTrain, ExpertParallelUsageErrors) {
+  auto dense = run_moeforge(train_args(config_with_batch(2), data_dir() + "/ep_dense") + " --expert-parallel", true);
+  EXPECT_NE(dense.code, 0);
+  EXPECT_NE(dense.out.find("--expert-parallel needs an MoE model"), std::string::npos) << dense.out;
+  EXPECT_FALSE(path_exists(data_dir() + "/ep_dense"));
+  auto router = run_moeforge("-q train " + std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny-mixtral --recipe router --config " +
+                                 config_with_batch(2) + " --expert-parallel",
+                             true);
+  EXPECT_NE(router.code, 0);
+  EXPECT_NE(router.out.find("only the pretrain recipe"), std::string::npos) << router.out;
 }
 
 // Data-parallel eval: the scoring batches are shared out over the ranks, so the metrics (and

@@ -188,6 +188,12 @@ TEST(ExpertParallel, ShardsAreContiguousBlocksWithTheRemainderFirst) {
   EXPECT_EQ(shards(8, 4), (V{{0, 2}, {2, 2}, {4, 2}, {6, 2}}));
   EXPECT_EQ(shards(2, 3), (V{{0, 1}, {1, 1}, {2, 0}}));
   EXPECT_THROW(dist::expert_shard(4, 2, 2), Error);
+  for (int64_t E : {2, 5, 7, 8})
+    for (int64_t W = 1; W <= E; ++W)
+      for (int64_t r = 0; r < W; ++r) {
+        const dist::ExpertShard s = dist::expert_shard(E, r, W);
+        for (int64_t e = s.first; e < s.first + s.count; ++e) EXPECT_EQ(dist::expert_owner(E, e, W), r) << E << " " << W;
+      }
 }
 
 TEST(ExpertParallel, OneProcessLeavesTheLayerAsItIs) {

@@ -25,7 +25,7 @@ namespace mf::cli {
 void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
     std::string model, recipe, config, output, json_out, init;
-    bool hypermoe = false;
+    bool hypermoe = false, expert_parallel = false;
   };
   auto opts = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router)");
@@ -38,12 +38,16 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_flag("--hypermoe", opts->hypermoe,
                 "add a HyperExpert to every MoE layer and train it (HyperMoE, the reference's hyper-parameters "
                 "unless the model has a 'hypermoe' object; docs/hypermoe.md)");
+  cmd->add_flag("--expert-parallel", opts->expert_parallel,
+                "pretrain under torchrun / moeforge launch: spread each MoE layer's experts over the ranks and "
+                "exchange routed tokens with all-to-all (docs/distributed.md)");
   cmd->callback([opts, &globals]() {
     // Under torchrun (or moeforge launch): data parallel over c10d; otherwise one process.
     std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
     const bool writer = group->rank() == 0;
     if (opts->recipe == "router") {
       if (!opts->init.empty()) throw UsageError("--init belongs to the pretrain recipe (the router recipe takes MODEL)");
+      if (opts->expert_parallel) throw UsageError("--expert-parallel: only the pretrain recipe spreads experts over ranks");
       RouterRecipeConfig cfg = load_router_config(opts->config);
       if (!opts->model.empty()) cfg.model_dir = opts->model;
       if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
@@ -81,6 +85,8 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
       }
     }
     const ModelConfig mcfg = parse_model_config(cfg.model, model_origin);
+    if (opts->expert_parallel && !mcfg.is_moe())
+      throw UsageError("--expert-parallel needs an MoE model (this config has no MoE layers)");
     // fp32 weights, their gradients and AdamW's two moments, before a byte of it is allocated.
     check_model_fits_memory(mcfg, 16.0, "to train with AdamW in fp32");
     auto tok = Tokenizer::load(cfg.tokenizer);
@@ -94,6 +100,10 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
         if (has_hypermoe(mcfg)) reset_hypermoe_parameters(*m);  // HyperMoE keeps its own initialisation
       } else {
         m = load_model_with_overrides(cfg.init, {at::kFloat, at::kCPU}, cfg.model_overrides);
+      }
+      if (opts->expert_parallel) {
+        // Sets up the trainer options run_pretrain reads after calling this factory.
+        dist::make_expert_parallel(cfg.trainer, group, *m);
       }
       return pretrain_model_of(m);
     };

@@ -14,4 +14,12 @@ namespace mf::dist {
 // Sets `options` up for `group` (nothing changes for a single-process group).
 void make_data_parallel(TrainerOptions& options, const std::shared_ptr<Group>& group);
 
+// Expert parallelism on top of data parallelism (dist/expert_parallel.h): spreads the experts of
+// every MoE block of `model` over `group` and sets `options` up for it: the replicated (dense)
+// gradients are averaged as above, each expert's gradient (which already holds every rank's
+// tokens) is divided by the world size, the clipping norm sums every rank's experts, and
+// checkpoints gather the experts to rank 0. Call after make_data_parallel and before the
+// optimizer is built. With W ranks x batch b the run equals one process x batch W*b.
+void make_expert_parallel(TrainerOptions& options, const std::shared_ptr<Group>& group, torch::nn::Module& model);
+
 }  // namespace mf::dist

@@ -1,7 +1,9 @@
 #include "dist/expert_parallel.h"
 
 #include <numeric>
+#include <unordered_map>
 
+#include "model/moe_ffn.h"
 #include "moe/routing_plan.h"
 #include "util/error.h"
 #include "util/str.h"
@@ -81,6 +83,11 @@ ExpertShard expert_shard(int64_t num_experts, int64_t rank, int64_t world_size) 
   return {rank * base + std::min(rank, extra), base + (rank < extra ? 1 : 0)};
 }
 
+int64_t expert_owner(int64_t num_experts, int64_t expert, int64_t world_size) {
+  const int64_t base = num_experts / world_size, extra = num_experts % world_size, boundary = extra * (base + 1);
+  return expert < boundary ? expert / (base + 1) : extra + (expert - boundary) / base;
+}
+
 at::Tensor all_to_all_differentiable(Group& group, const at::Tensor& x, const std::vector<int64_t>& input_split_sizes,
                                      const std::vector<int64_t>& output_split_sizes) {
   return AllToAllFn::apply(x, &group, input_split_sizes, output_split_sizes);
@@ -118,24 +125,92 @@ moe::ExpertBank shard_expert_bank(const moe::ExpertBankImpl& bank, ExpertShard s
   return out;
 }
 
+moe::RemoteExperts remote_experts(const std::shared_ptr<Group>& group, const moe::ExpertBank& local) {
+  // The closure keeps the group alive as long as the layer; the bank is owned by the layer.
+  const moe::ExpertBankImpl* bank = local.get();
+  return [group, bank](const at::Tensor& rows, const moe::RoutingPlan& plan) {
+    return exchange_and_run(*group, *bank, rows, plan);
+  };
+}
+
 void distribute_experts(moe::MoELayerImpl& layer, const std::shared_ptr<Group>& group) {
   if (!group || !group->active()) return;
   if (layer.experts_distributed()) fail("expert parallelism: the layer's experts are already distributed");
   const ExpertShard shard = expert_shard(layer.num_experts(), group->rank(), group->world_size());
   moe::ExpertBank local = shard_expert_bank(layer.experts(), shard);
-  const moe::ExpertBankImpl* bank = local.get();
-  // The closure keeps the group alive as long as the layer; the bank is owned by the layer.
-  layer.distribute_experts(std::move(local), [group, bank](const at::Tensor& rows, const moe::RoutingPlan& plan) {
-    return exchange_and_run(*group, *bank, rows, plan);
-  });
+  moe::RemoteExperts run = remote_experts(group, local);
+  layer.distribute_experts(std::move(local), std::move(run));
+}
+
+namespace {
+
+// The model's MoE blocks with their module paths, in module order (the same on every rank).
+std::vector<std::pair<std::string, MoeFFN*>> moe_blocks(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, MoeFFN*>> out;
+  for (const auto& item : model.named_modules())
+    if (auto* block = dynamic_cast<MoeFFN*>(item.value().get())) out.emplace_back(item.key(), block);
+  return out;
+}
+
+}  // namespace
+
+int64_t distribute_model_experts(torch::nn::Module& model, const std::shared_ptr<Group>& group) {
+  const auto blocks = moe_blocks(model);
+  if (!group || !group->active()) return static_cast<int64_t>(blocks.size());
+  for (const auto& [path, block] : blocks) {
+    if (block->num_experts() < group->world_size())
+      fail(cat("expert parallelism: ", path, " has ", block->num_experts(), " experts, fewer than the ",
+               group->world_size(), " ranks"));
+    const ExpertShard shard = expert_shard(block->num_experts(), group->rank(), group->world_size());
+    block->distribute_experts(shard.first, shard.count,
+                              [group](const moe::ExpertBank& local) { return remote_experts(group, local); });
+  }
+  return static_cast<int64_t>(blocks.size());
+}
+
+void gather_distributed_experts(torch::nn::Module& model, Group& group,
+                                std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                const std::vector<std::string>& prefixes) {
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  for (const auto& [path, block] : moe_blocks(model)) {
+    if (!block->experts_distributed()) continue;
+    const MoeFfnSpec& spec = block->spec();
+    const bool trainable = block->experts.front()->gate->weight.requires_grad();
+    const at::ScalarType dtype = block->experts.front()->gate->weight.scalar_type();
+    for (const std::string& prefix : prefixes) {
+      if (!prefix.empty() && !trainable) continue;  // frozen experts have no optimizer state
+      for (int64_t e = 0; e < block->num_experts(); ++e) {
+        const int64_t owner = expert_owner(block->num_experts(), e, group.world_size());
+        const int64_t f = spec.widths[e], H = spec.hidden;
+        const std::pair<const std::string*, std::vector<int64_t>> weights[] = {
+            {&spec.gate_name, {f, H}}, {&spec.up_name, {f, H}}, {&spec.down_name, {H, f}}};
+        for (const auto& [name, shape] : weights) {
+          const std::string key = cat(prefix, path, ".experts.", e, ".", *name, ".weight");
+          at::Tensor t;
+          if (owner == group.rank()) {
+            auto it = index.find(key);
+            if (it == index.end()) fail(cat("expert parallelism: rank ", group.rank(), " holds no tensor ", key));
+            t = tensors[it->second].second.detach().contiguous();
+          } else {
+            t = at::empty(shape, dtype);
+          }
+          group.broadcast(t, owner);
+          if (owner != group.rank()) tensors.emplace_back(key, t);
+        }
+      }
+    }
+  }
 }
 
 std::vector<at::Tensor> distributed_expert_parameters(torch::nn::Module& module) {
   std::vector<at::Tensor> out;
   for (const auto& m : module.modules(/*include_self=*/true)) {
-    auto* layer = dynamic_cast<moe::MoELayerImpl*>(m.get());
-    if (layer && layer->experts_distributed())
+    if (auto* layer = dynamic_cast<moe::MoELayerImpl*>(m.get()); layer && layer->experts_distributed())
       for (const at::Tensor& p : layer->experts().parameters()) out.push_back(p);
+    if (auto* block = dynamic_cast<MoeFFN*>(m.get()); block && block->experts_distributed())
+      for (const auto& expert : block->experts)
+        for (const at::Tensor& p : expert->parameters()) out.push_back(p);
   }
   return out;
 }

@@ -30,6 +30,8 @@ struct ExpertShard {
   int64_t first = 0, count = 0;
 };
 ExpertShard expert_shard(int64_t num_experts, int64_t rank, int64_t world_size);
+// The rank whose shard holds `expert` (0 <= expert < num_experts).
+int64_t expert_owner(int64_t num_experts, int64_t expert, int64_t world_size);
 
 // all_to_all_single (Group) with autograd: the backward sends the gradient back along the
 // reversed splits. An unused output's gradient travels as zeros, so every rank's backward takes
@@ -42,12 +44,31 @@ at::Tensor all_to_all_differentiable(Group& group, const at::Tensor& x, const st
 // experts) are refused with an mf::Error.
 moe::ExpertBank shard_expert_bank(const moe::ExpertBankImpl& bank, ExpertShard shard);
 
+// The exchange of routed rows for an MoE layer whose local experts are `local` (steps 1-4 above).
+moe::RemoteExperts remote_experts(const std::shared_ptr<Group>& group, const moe::ExpertBank& local);
+
 // Makes `layer` expert-parallel over `group`: it keeps only this rank's experts and exchanges
 // routed rows in every forward. The layer must be identical on every rank beforehand. A
 // single-process group leaves the layer as it is.
 void distribute_experts(moe::MoELayerImpl& layer, const std::shared_ptr<Group>& group);
 
-// Every expert-parallel layer's expert parameters in `module` (nested at any depth), for the
+// Makes every MoE block of a runtime model (model/moe_ffn.h) expert-parallel over `group`: each
+// rank keeps its shard of each layer's experts and releases the others' weights. Returns the
+// number of MoE blocks. A single-process group changes nothing. Every layer needs at least as
+// many experts as there are ranks (mf::Error otherwise), and experts computed from the others
+// (avg-k routers) cannot be spread.
+int64_t distribute_model_experts(torch::nn::Module& model, const std::shared_ptr<Group>& group);
+
+// Checkpoints of an expert-parallel model: adds to `tensors` (name -> tensor, as this rank has
+// them) the experts' tensors that other ranks hold, for each name prefix ("" for the model's
+// weights, "exp_avg." / "exp_avg_sq." for AdamW's moments of trainable experts). A collective:
+// every rank calls it with the same prefixes; each expert tensor is broadcast by its owner.
+void gather_distributed_experts(torch::nn::Module& model, Group& group,
+                                std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                const std::vector<std::string>& prefixes);
+
+// The expert parameters of every expert-parallel MoE layer and MoE block in `module` (nested at
+// any depth; this rank's experts, LoRA adapters on them not included), for the
 // trainer's gradient hook: these are scaled by expert_gradient_scale instead of all-reduced.
 std::vector<at::Tensor> distributed_expert_parameters(torch::nn::Module& module);
 inline double expert_gradient_scale(const Group& group) { return 1.0 / static_cast<double>(group.world_size()); }

@@ -6,6 +6,7 @@
 #include "moe/lora_expert_bank.h"
 #include "moe/routers/selection.h"
 #include "util/error.h"
+#include "util/str.h"
 
 namespace mf {
 
@@ -168,7 +169,10 @@ moe::MoELayer MoeFFN::build(bool differentiable) {
   auto [dense, shared_dense] = dense_banks(differentiable);
   c10::InferenceMode normal_tensors(false);
   moe::ExpertBank bank = with_lora(dense, experts);
-  moe::MoELayer layer(bank, router);
+  std::vector<int64_t> all_params;
+  for (int64_t e = 0; e < num_experts(); ++e) all_params.push_back(3 * spec_.hidden * spec_.widths[e]);
+  moe::MoELayer layer = make_remote_ ? moe::MoELayer(bank, router, make_remote_(bank), all_params)
+                                     : moe::MoELayer(bank, router);
   if (shared_expert) {
     const at::Tensor& g = shared_expert_gate->weight;
     layer->set_shared_expert(with_lora(shared_dense, {shared_expert}), differentiable ? g.view(g.sizes()) : g.detach());
@@ -186,10 +190,34 @@ moe::MoELayer MoeFFN::build(bool differentiable) {
     router->after_optimizer_step(*bank);
   }
   expert_params_.clear();
-  for (int64_t e = 0; e < bank->num_experts(); ++e) expert_params_.push_back(bank->expert_params(e));
+  if (make_remote_)
+    expert_params_ = all_params;
+  else
+    for (int64_t e = 0; e < bank->num_experts(); ++e) expert_params_.push_back(bank->expert_params(e));
   always_active_params_ = router->param_count();
   if (shared_expert) always_active_params_ += 3 * spec_.hidden * spec_.shared_inner + spec_.hidden;  // + its gate
   return layer;
+}
+
+void MoeFFN::distribute_experts(int64_t first, int64_t count,
+                                std::function<moe::RemoteExperts(const moe::ExpertBank&)> make_remote) {
+  if (make_remote_) fail("expert parallelism: the block's experts are already distributed");
+  if (router_from_experts_)
+    fail(cat("expert parallelism: router '", spec_.router_type, "' is computed from all experts of the layer"));
+  if (first < 0 || count < 1 || first + count > num_experts())
+    fail(cat("expert parallelism: experts [", first, ", ", first + count, ") of ", num_experts()));
+  auto list = named_children()["experts"];
+  for (int64_t e = 0; e < num_experts(); ++e) {
+    if (e >= first && e < first + count) continue;
+    list->unregister_module(std::to_string(e));
+    for (at::Tensor p : experts[e]->parameters()) p.set_data(at::empty({0}, p.options()));
+  }
+  experts = std::vector<std::shared_ptr<GatedMLP>>(experts.begin() + first, experts.begin() + first + count);
+  first_local_ = first;
+  make_remote_ = std::move(make_remote);
+  cached_ = moe::MoELayer(nullptr);
+  base_ = base_shared_ = nullptr;
+  fingerprint_.clear();
 }
 
 moe::MoELayer MoeFFN::inference_layer() {

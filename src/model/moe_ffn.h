@@ -75,7 +75,17 @@ class MoeFFN : public FfnBlock {
   std::vector<AuxLoss> aux_losses() const override;
   std::optional<MoeLayerStats> moe_stats() const override;
 
-  int64_t num_experts() const { return static_cast<int64_t>(experts.size()); }
+  // All routed experts of the block (also when only some live in this process).
+  int64_t num_experts() const { return static_cast<int64_t>(spec_.widths.size()); }
+
+  // Expert parallelism (dist/expert_parallel.h): the block keeps experts [first, first + count)
+  // (`experts` then holds only those; the others' modules are removed and their weights
+  // released), and every MoE layer it builds computes its routed rows through
+  // make_remote(bank of the local experts).
+  void distribute_experts(int64_t first, int64_t count,
+                          std::function<moe::RemoteExperts(const moe::ExpertBank& local)> make_remote);
+  bool experts_distributed() const { return static_cast<bool>(make_remote_); }
+  int64_t first_local_expert() const { return first_local_; }
   const MoeFfnSpec& spec() const { return spec_; }
   MoeAuxLossConfig& aux_config() { return spec_.aux; }
   // Router logits [N, E] (with autograd) and valid mask of the last training forward, for the
@@ -114,6 +124,8 @@ class MoeFFN : public FfnBlock {
   moe::RouterOutput last_route_;  // training with autograd only (Shazeer loss)
   std::vector<int64_t> expert_params_;
   int64_t always_active_params_ = 0;
+  int64_t first_local_ = 0;
+  std::function<moe::RemoteExperts(const moe::ExpertBank&)> make_remote_;
 };
 
 // The block for MoE layer `l` with `spec`: a HyperMoE block when the config has a "hypermoe"

@@ -25,6 +25,18 @@ MoELayerImpl::MoELayerImpl(ExpertBank experts, Router router, MoELayerOptions op
   register_module("router", router_);
 }
 
+MoELayerImpl::MoELayerImpl(ExpertBank local, Router router, RemoteExperts run, std::vector<int64_t> expert_params,
+                           MoELayerOptions opt)
+    : experts_(std::move(local)), router_(std::move(router)), opt_(opt), remote_(std::move(run)),
+      expert_params_(std::move(expert_params)) {
+  if (static_cast<int64_t>(expert_params_.size()) != router_->num_experts())
+    fail(cat("MoE layer: router has ", router_->num_experts(), " experts, ", expert_params_.size(), " sizes given"));
+  if (experts_->dim() != router_->dim())
+    fail(cat("MoE layer: router width ", router_->dim(), " differs from expert width ", experts_->dim()));
+  register_module("experts", experts_);
+  register_module("router", router_);
+}
+
 void MoELayerImpl::set_shared_expert(ExpertBank shared, const at::Tensor& gate_weight) {
   if (shared->num_experts() != 1 || shared->dim() != dim())
     fail(cat("MoE layer: the shared expert must be one expert of width d = ", dim()));

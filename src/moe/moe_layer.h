@@ -51,6 +51,10 @@ struct MoECallbacks : ExpertCallbacks {
 class MoELayerImpl : public torch::nn::Module {
  public:
   MoELayerImpl(ExpertBank experts, Router router, MoELayerOptions opt = {});
+  // An expert-parallel layer: `local` holds this process's experts, `run` computes the routed rows
+  // (see RemoteExperts), `expert_params` are the parameter counts of all the router's experts.
+  MoELayerImpl(ExpertBank local, Router router, RemoteExperts run, std::vector<int64_t> expert_params,
+               MoELayerOptions opt = {});
 
   // Qwen2-MoE shared expert: bank with one expert, gate_weight [1, d] (undefined = ungated).
   // gate_weight is copied differentiably (gradients flow back to it when it requires grad).

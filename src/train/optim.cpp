@@ -102,17 +102,17 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& te
   t_ = steps_taken;
 }
 
-double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
+double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm, double norm) {
   at::NoGradGuard no_grad;
   // Sum of squares in double: the norm is logged and compared across runs.
   double total_sq = 0.0;
   for (const auto& p : params) {
     const at::Tensor& g = p.param.grad();
-    if (!g.defined()) continue;
+    if (norm >= 0.0 || !g.defined()) continue;
     double n = g.to(at::kFloat).norm().item<double>();
     total_sq += n * n;
   }
-  double total = std::sqrt(total_sq);
+  const double total = norm >= 0.0 ? norm : std::sqrt(total_sq);
   if (max_norm > 0.0) {
     double coef = max_norm / (total + 1e-6);
     if (coef < 1.0)

@@ -72,7 +72,8 @@ class AdamW {
 
 // Scales all gradients so that their global L2 norm is at most `max_norm` (when max_norm > 0)
 // and returns the norm before clipping, as torch.nn.utils.clip_grad_norm_ does
-// (coefficient max_norm / (norm + 1e-6), applied only when below 1).
-double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
+// (coefficient max_norm / (norm + 1e-6), applied only when below 1). `norm` >= 0: the global
+// norm is given (gradients spread over ranks), not computed from `params`.
+double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm, double norm = -1.0);
 
 }  // namespace mf

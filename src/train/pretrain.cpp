@@ -183,6 +183,15 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
   if (model.after_step) options.after_step = [&model](int64_t) { model.after_step(); };
   TrainResult result = train_loop(*model.module, loss_fn, train, validation, options);
   if (opt.stop_after_step >= 0 && result.steps < opt.max_steps) return result;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  if (model.export_tensors) {
+    tensors = model.export_tensors();
+  } else {
+    std::unordered_set<const void*> seen;
+    for (const auto& item : model.module->named_parameters(true))
+      if (seen.insert(item.value().unsafeGetTensorImpl()).second) tensors.emplace_back(item.key(), item.value());
+  }
+  if (opt.complete_tensors) opt.complete_tensors(tensors, {""});  // expert parallelism: every rank
   if (!opt.is_writer()) return result;  // data parallel: rank 0 writes the model
 
   // The final model directory, HF layout.
@@ -192,14 +201,6 @@ TrainResult run_pretrain(const PretrainConfig& config, const std::function<Pretr
   if (!cfg.contains("bos_token_id")) cfg["bos_token_id"] = tokenizer.bos_id >= 0 ? json(tokenizer.bos_id) : json(nullptr);
   cfg["eos_token_id"] = tokenizer.eos_id;
   write_json_file(path_join(dir.path(), "config.json"), cfg);
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  if (model.export_tensors) {
-    tensors = model.export_tensors();
-  } else {
-    std::unordered_set<const void*> seen;
-    for (const auto& item : model.module->named_parameters(true))
-      if (seen.insert(item.value().unsafeGetTensorImpl()).second) tensors.emplace_back(item.key(), item.value());
-  }
   save_safetensors(path_join(dir.path(), "model.safetensors"), tensors);
   // Tokenizer files only: with --init the tokenizer directory is a model directory, whose
   // config.json, weights and model card must not replace the ones just written.

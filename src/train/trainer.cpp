@@ -244,13 +244,15 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
 
   auto save = [&](int64_t at_step) {
     const std::string final_dir = path_join(path_join(options.out_dir, "checkpoints"), step_dir_name(at_step));
-    if (!writer) {
-      result.last_checkpoint = final_dir;  // the run's checkpoint, which rank 0 writes
-      return;
+    std::vector<std::pair<std::string, at::Tensor>> weights = module_tensors(model), opt = optimizer.state_tensors();
+    if (options.complete_tensors) {  // expert parallelism: every rank takes part
+      options.complete_tensors(weights, {""});
+      options.complete_tensors(opt, {"exp_avg.", "exp_avg_sq."});
     }
+    result.last_checkpoint = final_dir;  // on the other ranks: the checkpoint rank 0 writes
+    if (!writer) return;
     AtomicDir dir(final_dir);
-    save_safetensors(path_join(dir.path(), "model.safetensors"), module_tensors(model));
-    auto opt = optimizer.state_tensors();
+    save_safetensors(path_join(dir.path(), "model.safetensors"), weights);
     {
       at::Generator gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
@@ -274,7 +276,6 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
                {"val_loss", loss_map_json(result.val_loss)}};
     write_json_file(path_join(dir.path(), kStateFile), st);
     dir.commit();
-    result.last_checkpoint = final_dir;
     if (options.keep_checkpoints > 0) {
       auto dirs = checkpoint_dirs(options.out_dir);
       for (size_t i = 0; i + options.keep_checkpoints < dirs.size(); ++i) remove_all(dirs[i].second);
@@ -330,7 +331,9 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
       loss = values[0];
       std::copy(values.begin() + 1, values.end(), term_sums.begin());
     }
-    const double grad_norm = clip_grad_norm(optimizer.params(), options.clip);
+    const double grad_norm =
+        clip_grad_norm(optimizer.params(), options.clip,
+                       options.grad_norm_sq ? std::sqrt(options.grad_norm_sq(grad_params)) : -1.0);
     optimizer.step(lr);
     ++step;
     if (options.after_step) options.after_step(step);

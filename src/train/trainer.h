@@ -61,6 +61,15 @@ struct TrainerOptions {
   // one-rank run with that batch size sees; rank r trains on windows [r*b, (r+1)*b) of each
   // (docs/training.md, "Data parallelism"). Validation is the same on every rank.
   int64_t rank = 0, world_size = 1;
+  // Expert parallelism: the squared global gradient norm for clipping and logging, when some
+  // gradients live on other ranks (null: the sum over this rank's parameters). Called on every
+  // rank after on_gradients.
+  std::function<double(const std::vector<at::Tensor>& params)> grad_norm_sq;
+  // Expert parallelism: adds the tensors other ranks hold to a checkpoint's named tensors (the
+  // model's with prefix "", AdamW's moments with "exp_avg." / "exp_avg_sq."). A collective,
+  // called on every rank before the writer writes.
+  std::function<void(std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::vector<std::string>& prefixes)>
+      complete_tensors;
   // Data parallelism: averages the step's logged values (loss, loss terms) over the ranks in
   // place, so that every rank logs the global batch's values (null: rank-local values).
   std::function<void(std::vector<double>& values)> average_over_ranks;
