@@ -53,5 +53,8 @@ RouterEntry linear_router_entry();
 RouterEntry mlp_router_entry();
 RouterEntry avgk_router_entry();
 RouterEntry noisy_topk_router_entry();
+// GMoE's graph router: not in the table until the LoRA-MoE recipe (issue 17) saves and loads its
+// buffers (expert features X, edge list) with a model.
+RouterEntry graph_router_entry();
 
 }  // namespace mf::moe
