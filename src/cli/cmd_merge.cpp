@@ -5,7 +5,9 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "dist/dist.h"
 #include "merge/merge.h"
+#include "util/progress.h"
 #include "util/str.h"
 
 namespace mf::cli {
@@ -59,7 +61,20 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--json", a->json_path, "also write merge_report.json's content to FILE");
   cmd->callback([a]() {
     a->o.max_shard_bytes = parse_size(a->shard_size);
-    const json report = run_merge(a->model, a->o, a->out);
+    // Under torchrun / moeforge launch: the calibration blocks are shared out over the ranks and
+    // the statistics summed (one process's up to summation order); rank 0 plans, writes and
+    // prints, the other ranks show no progress and write nothing.
+    std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
+    const bool writer = group->rank() == 0;
+    if (!writer) Progress::set_enabled(false);
+    json report;
+    {
+      MergeOptions options = a->o;  // holds the group only as long as the merge runs
+      options.calib.sharding = BatchSharding(group);
+      report = run_merge(a->model, options, a->out);
+    }
+    dist::shutdown(group);
+    if (!writer) return;
     if (!a->json_path.empty()) write_json_file(a->json_path, report);
     const auto counts = report["experts_per_layer"].get<std::vector<int64_t>>();
     const bool uniform = std::all_of(counts.begin(), counts.end(), [&](int64_t c) { return c == counts.front(); });

@@ -4,12 +4,14 @@
 
 #include "cli/commands.h"
 #include "cli/vocab_check.h"
+#include "dist/dist.h"
 #include "model/model.h"
 #include "profile/profile.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/fs_checks.h"
 #include "util/json.h"
+#include "util/progress.h"
 #include "util/rng.h"
 
 namespace mf::cli {
@@ -57,7 +59,20 @@ void add_profile_command(CLI::App& app, const GlobalOptions& globals) {
     check_tokenizer_fits_model(*tok, model->config(), o->model);
     o->p.model_path = o->model;
     o->p.dtype = o->dtype;
-    json info = run_profile(*model, *tok, o->p);
+    // Under torchrun / moeforge launch: the batches are shared out over the ranks and the
+    // statistics summed (the profile is one process's up to summation order); rank 0 writes and
+    // prints, the other ranks show no progress and write nothing.
+    std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
+    const bool writer = group->rank() == 0;
+    if (!writer) Progress::set_enabled(false);
+    json info;
+    {
+      ProfileOptions options = o->p;  // holds the group only as long as the profile runs
+      options.sharding = BatchSharding(group);
+      info = run_profile(*model, *tok, options);
+    }
+    dist::shutdown(group);
+    if (!writer) return;
     if (!o->output.empty()) write_json_file(o->output, info);
     if (o->json_out) {
       std::printf("%s\n", info.dump(2).c_str());

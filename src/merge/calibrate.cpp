@@ -8,6 +8,7 @@
 #include "profile/calibration_data.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/log.h"
 #include "util/progress.h"
 #include "util/str.h"
 
@@ -31,12 +32,19 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     fail_file(o.file, cat("too short for one calibration block: ", stream.size(), " tokens, a block is ", out.seq_len));
   out.tokens = out.blocks * out.seq_len;
 
+  // The first tokens' rows (MoE inputs, router logits, Gram matrices) are kept at their stream
+  // positions: row t of a kept tensor is token t of the stream, written by the rank that runs
+  // its block, zero elsewhere.
+  const int64_t keep = std::max(o.error_tokens, o.keep_tokens);
+  const int64_t input_rows = std::min(keep, out.tokens);
+  const int64_t logit_rows = std::min(o.logits ? keep : o.gram ? o.error_tokens : 0, out.tokens);
+  const int64_t gram_rows = std::min(o.error_tokens, out.tokens);
+
   struct Acc {
     std::shared_ptr<MoeFFN> block;
-    at::Tensor out_sum, counts, probs, reap_sum, logit_gram;  // fp64
-    at::Tensor norms;  // [N, E] ‖E_j(x_t)‖ of the batch in flight (ffn_input comes before router_logits)
-    std::vector<at::Tensor> inputs, logits, gram;
-    int64_t kept = 0, gram_kept = 0, logits_kept = 0;
+    at::Tensor out_sum, counts, probs, reap_sum, logit_gram;  // fp64 sums over the tokens
+    at::Tensor inputs, logits, gram;                          // kept rows (logits, gram: undefined when not kept)
+    at::Tensor norms;  // [N, E] ‖E_j(x_t)‖ of the block in flight (ffn_input comes before router_logits)
   };
   std::map<int, Acc> acc;
   for (int64_t l = 0; l < cfg.num_layers; ++l)
@@ -49,12 +57,19 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
       a.probs = at::zeros({E}, at::kDouble);
       a.reap_sum = at::zeros({E}, at::kDouble);
       a.logit_gram = at::zeros({E, E}, at::kDouble);
+      a.inputs = at::zeros({input_rows, cfg.hidden_size}, at::kFloat);
+      if (logit_rows > 0) a.logits = at::zeros({logit_rows, E}, at::kFloat);
+      if (o.gram) a.gram = at::zeros({gram_rows, E, E}, at::kDouble);
       acc[static_cast<int>(l)] = a;
     }
   if (acc.empty()) fail_file(cfg.origin, "the model has no routed MoE layer");
 
-  const int64_t keep = std::max(o.error_tokens, o.keep_tokens);
-  const int64_t logit_limit = o.logits ? keep : o.gram ? o.error_tokens : 0;
+  int64_t block_start = 0;  // stream position of the first token of the block in flight
+  // How many of the block's first `rows` tokens have a row in `kept`.
+  auto rows_kept = [&](const at::Tensor& kept, int64_t rows) -> int64_t {
+    if (!kept.defined()) return 0;
+    return std::max<int64_t>(0, std::min(kept.size(0) - block_start, rows));
+  };
   const int h_in = model.hooks().add(HookPoint::ffn_input, [&](HookEvent& ev) {
     auto it = acc.find(ev.layer);
     if (it == acc.end()) return;
@@ -66,16 +81,11 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     const at::Tensor y = at::stack(outs, 1);  // [N, E, d]
     a.out_sum += y.to(at::kDouble).sum(0);
     a.norms = y.norm(2, -1).to(at::kDouble);
-    if (a.kept < keep) {
-      const int64_t n = std::min<int64_t>(keep - a.kept, x.size(0));
-      a.inputs.push_back(x.narrow(0, 0, n).clone());
-      a.kept += n;
-    }
-    if (o.gram && a.gram_kept < o.error_tokens) {
-      const int64_t n = std::min<int64_t>(o.error_tokens - a.gram_kept, x.size(0));
+    if (const int64_t n = rows_kept(a.inputs, x.size(0)); n > 0)
+      a.inputs.narrow(0, block_start, n).copy_(x.narrow(0, 0, n));
+    if (const int64_t n = rows_kept(a.gram, x.size(0)); n > 0) {
       const at::Tensor yk = y.narrow(0, 0, n).to(at::kDouble);
-      a.gram.push_back(at::bmm(yk, yk.transpose(1, 2)));
-      a.gram_kept += n;
+      a.gram.narrow(0, block_start, n).copy_(at::bmm(yk, yk.transpose(1, 2)));
     }
   });
   const int64_t k = cfg.num_experts_per_tok;
@@ -93,26 +103,37 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     // REAP: gate (as the model combines: renormalised or not) times the expert's output norm.
     if (renormalize) top = top / top.sum(-1, true);
     a.reap_sum.index_add_(0, idx.reshape({-1}), (top * a.norms.gather(1, idx)).reshape({-1}));
-    if (a.logits_kept < logit_limit) {
-      const int64_t n = std::min<int64_t>(logit_limit - a.logits_kept, logits.size(0));
-      a.logits.push_back(ev.tensor.narrow(0, 0, n).to(at::kFloat).clone());
-      a.logits_kept += n;
-    }
+    if (const int64_t n = rows_kept(a.logits, logits.size(0)); n > 0)
+      a.logits.narrow(0, block_start, n).copy_(ev.tensor.narrow(0, 0, n));
   });
 
   {
     at::NoGradGuard no_grad;
     model.eval();
+    // The bar counts the job's tokens (another rank's block counts as done when this rank passes it).
     Progress bar("calibrate", out.tokens, "tok");
+    int64_t blocks_run = 0;
     for (int64_t b = 0; b < out.blocks; ++b) {
-      std::vector<int64_t> ids(stream.begin() + b * out.seq_len, stream.begin() + (b + 1) * out.seq_len);
-      model.forward_hidden(at::tensor(ids, at::kLong).unsqueeze(0));
+      if (o.sharding.owns(b)) {
+        block_start = b * out.seq_len;
+        std::vector<int64_t> ids(stream.begin() + b * out.seq_len, stream.begin() + (b + 1) * out.seq_len);
+        model.forward_hidden(at::tensor(ids, at::kLong).unsqueeze(0));
+        ++blocks_run;
+      }
       bar.advance(out.seq_len);
     }
     bar.finish();
+    if (o.sharding.active())
+      log_debug("calibrate: rank ", o.sharding.rank(), " of ", o.sharding.world_size(), " ran ", blocks_run, " of ",
+                out.blocks, " blocks");
   }
   model.hooks().remove(h_in);
   model.hooks().remove(h_logits);
+  // Data parallel: every rank's sums, and the kept rows from the ranks that ran their blocks.
+  for (auto& entry : acc) {
+    Acc& a = entry.second;
+    o.sharding.sum({a.out_sum, a.counts, a.probs, a.reap_sum, a.logit_gram, a.inputs, a.logits, a.gram});
+  }
 
   for (auto& [layer, a] : acc) {
     LayerCalibration lc;
@@ -122,9 +143,9 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     lc.soft_score = a.probs / a.probs.sum();
     lc.reap = a.reap_sum / a.counts.clamp_min(1.0);
     lc.logit_gram = a.logit_gram;
-    lc.inputs = at::cat(a.inputs, 0);
-    if (!a.logits.empty()) lc.logits = at::cat(a.logits, 0);
-    if (o.gram) lc.gram = at::cat(a.gram, 0);
+    lc.inputs = a.inputs;
+    lc.logits = a.logits;
+    lc.gram = a.gram;
     out.layers.push_back(std::move(lc));
   }
   return out;

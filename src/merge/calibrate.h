@@ -13,12 +13,19 @@
 //     `--router fit` and `--merge fix-dom`, the first keep_tokens of them with their router
 //     logits: keep_tokens·(d + N)·4 bytes per layer), and for O-prune the router logits and the
 //     Gram matrices of the experts' outputs of the first error_tokens tokens.
+// Data parallel (options.sharding, profile/batch_sharding.h): block b is run by rank b mod W and
+// the sums above are added up over the ranks (float64: one process's values up to summation
+// order). The kept rows of the first tokens are not sums but a prefix of the stream: each lies at
+// its stream position in a zero tensor on the rank that ran its block, and the sum over the ranks
+// of those tensors is exactly one process's prefix. Every rank ends with the whole calibration.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "profile/batch_sharding.h"
 
 namespace mf {
 
@@ -33,6 +40,7 @@ struct MergeCalibOptions {
   bool gram = false;           // collect logits and per-token Gram matrices of those tokens
   int64_t keep_tokens = 0;     // MoE inputs kept per layer (at least error_tokens are)
   bool logits = false;         // keep the router logits of the kept tokens too
+  BatchSharding sharding;      // data parallel: the blocks are shared out over the ranks (default: one process)
 };
 
 struct LayerCalibration {

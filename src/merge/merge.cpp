@@ -262,7 +262,9 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   const ModelConfig cfg = parse_model_config(ck.config(), ck.config_path());
   validate(o, cfg);
   check_model_output_dir(out_dir, o.overwrite, {model_dir});
-  if (o.experts == cfg.num_experts) log_warn("--experts equals the model's expert count: the output is the model unchanged");
+  const bool writer = o.calib.sharding.writer();
+  if (writer && o.experts == cfg.num_experts)
+    log_warn("--experts equals the model's expert count: the output is the model unchanged");
 
   std::shared_ptr<Model> model = Model::load(model_dir, {at::kFloat, at::kCPU});
   const std::unique_ptr<Tokenizer> tok = Tokenizer::load(model_dir);
@@ -275,6 +277,10 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
     co.logits = true;
   }
   const MergeCalibration calib = calibrate_merge(*model, *tok, co);
+  // Data parallel: the calibration pass is the ranks' shared work. Rank 0 plans and writes alone;
+  // the others leave now instead of waiting for it in a barrier that has a timeout.
+  co.sharding.finish();
+  if (!writer) return json();
   MergePlan plan = merge::plan_merge(calib, o, cfg, *model);
   if (fit) fit_routers(ck, calib, plan);
   const std::map<int64_t, LayerPlan>& plans = plan.layers;

@@ -53,7 +53,9 @@ struct MergeOptions {
   bool overwrite = false;           // replace a non-empty out_dir
 };
 
-// Writes the merged checkpoint and its merge_report.json to out_dir; returns the report.
+// Writes the merged checkpoint and its merge_report.json to out_dir; returns the report. Data
+// parallel (options.calib.sharding): every rank takes part in the calibration pass, then rank 0
+// alone plans, writes and returns the report; the other ranks return null.
 json run_merge(const std::string& model_dir, const MergeOptions& options, const std::string& out_dir);
 
 }  // namespace mf

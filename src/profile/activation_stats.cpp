@@ -1,5 +1,7 @@
 #include "profile/activation_stats.h"
 
+#include "profile/batch_sharding.h"
+
 namespace mf {
 
 ActivationStats::ActivationStats(int64_t width) {
@@ -19,6 +21,11 @@ void ActivationStats::add(const at::Tensor& a_in, const at::Tensor& valid) {
   abs_sum_ += a.abs().sum(0).to(at::kCPU, at::kDouble);
   pos_count_ += a.gt(0).sum(0).to(at::kCPU, at::kDouble);
   tokens_ += a.size(0);
+}
+
+void ActivationStats::sum_over_ranks(const BatchSharding& sharding) {
+  sharding.sum({sum_, abs_sum_, pos_count_});
+  tokens_ = sharding.sum(tokens_);
 }
 
 static at::Tensor divide(const at::Tensor& t, int64_t n) {

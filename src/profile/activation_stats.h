@@ -8,11 +8,15 @@
 
 namespace mf {
 
+class BatchSharding;
+
 class ActivationStats {
  public:
   explicit ActivationStats(int64_t width);
   // a [n, F] (any float dtype); valid bool [n] (true = real token) or undefined (all real).
   void add(const at::Tensor& a, const at::Tensor& valid = {});
+  // Data parallel: the sums and token counts of every rank's batches (every rank calls it).
+  void sum_over_ranks(const BatchSharding& sharding);
 
   int64_t tokens() const { return tokens_; }
   // float32 [F] each; zeros when no token was seen.

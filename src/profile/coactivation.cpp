@@ -1,5 +1,7 @@
 #include "profile/coactivation.h"
 
+#include "profile/batch_sharding.h"
+
 namespace mf {
 
 Coactivation::Coactivation(int64_t width, bool values, int64_t group) : values_(values), group_(group) {
@@ -19,6 +21,11 @@ void Coactivation::add(const at::Tensor& a_in) {
     adj_.add_(prod);
     ++groups_;
   }
+}
+
+void Coactivation::sum_over_ranks(const BatchSharding& sharding) {
+  sharding.sum({adj_});
+  groups_ = sharding.sum(groups_);
 }
 
 }  // namespace mf

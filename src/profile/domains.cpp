@@ -187,7 +187,7 @@ at::Tensor read_embeddings_file(const std::string& path) {
 }
 
 at::Tensor mean_pooled_embeddings(Model& model, const std::vector<Sample>& samples, int64_t batch_tokens,
-                                  const std::function<void(int64_t)>& on_batch) {
+                                  const std::function<void(int64_t)>& on_batch, const BatchSharding& sharding) {
   torch::NoGradGuard no_grad;
   const int64_t n = static_cast<int64_t>(samples.size());
   at::Tensor out = at::zeros({n, model.config().hidden_size}, at::kFloat);
@@ -197,23 +197,26 @@ at::Tensor mean_pooled_embeddings(Model& model, const std::vector<Sample>& sampl
     if (!samples[i].ids.empty()) order.push_back(i);
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return samples[a].ids.size() > samples[b].ids.size(); });
-  int64_t done = 0;
+  int64_t done = 0, batch_index = 0;
   size_t pos = 0;
   while (pos < order.size()) {
     const int64_t longest = static_cast<int64_t>(samples[order[pos]].ids.size());
     const int64_t take = std::max<int64_t>(1, batch_tokens / std::max<int64_t>(1, longest));
     std::vector<int64_t> which(order.begin() + pos, order.begin() + std::min(order.size(), pos + take));
     pos += which.size();
-    PaddedBatch pb = pad_batch(samples, which);
-    const auto dev = model.device();
-    at::Tensor mask = pb.mask.defined() ? pb.mask : at::ones_like(pb.ids);
-    at::Tensor h = model.forward_hidden(pb.ids.to(dev), pb.mask.defined() ? pb.mask.to(dev) : at::Tensor());
-    at::Tensor m = mask.to(dev, at::kFloat).unsqueeze(-1);
-    at::Tensor mean = (h.to(at::kFloat) * m).sum(1) / m.sum(1);
-    out.index_copy_(0, at::tensor(which, at::kLong), mean.to(at::kCPU));
+    if (sharding.owns(batch_index++)) {
+      PaddedBatch pb = pad_batch(samples, which);
+      const auto dev = model.device();
+      at::Tensor mask = pb.mask.defined() ? pb.mask : at::ones_like(pb.ids);
+      at::Tensor h = model.forward_hidden(pb.ids.to(dev), pb.mask.defined() ? pb.mask.to(dev) : at::Tensor());
+      at::Tensor m = mask.to(dev, at::kFloat).unsqueeze(-1);
+      at::Tensor mean = (h.to(at::kFloat) * m).sum(1) / m.sum(1);
+      out.index_copy_(0, at::tensor(which, at::kLong), mean.to(at::kCPU));
+    }
     done += static_cast<int64_t>(which.size());
     if (on_batch) on_batch(done);
   }
+  sharding.sum({out});  // a row is non-zero on one rank only, so its sum is that rank's row exactly
   return out;
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "profile/batch_sharding.h"
+
 namespace mf {
 
 class Model;
@@ -34,9 +36,13 @@ at::Tensor l2_normalize_rows(const at::Tensor& x);
 at::Tensor read_embeddings_file(const std::string& path);
 
 // Mean over the real tokens of each sample of the model's last hidden state (after the final
-// norm), float32 [n, H]; no gradients. `on_batch(done)` reports progress in samples.
+// norm), float32 [n, H]; no gradients. `on_batch(done)` reports progress in samples (of the whole
+// job: a batch another rank runs counts as done when this rank passes it). Data parallel: each
+// rank runs its share of the batches and the rows are summed over the ranks; a row is computed by
+// one rank and zero on the others, so every rank gets one process's matrix exactly.
 at::Tensor mean_pooled_embeddings(Model& model, const std::vector<Sample>& samples, int64_t batch_tokens,
-                                  const std::function<void(int64_t)>& on_batch = {});
+                                  const std::function<void(int64_t)>& on_batch = {},
+                                  const BatchSharding& sharding = BatchSharding());
 
 // Sorted distinct labels -> 0..D-1. `names` receives the sorted labels.
 std::vector<int32_t> domains_from_labels(const std::vector<std::string>& labels, std::vector<std::string>* names);

@@ -124,7 +124,7 @@ json run_profile(Model& model, const Tokenizer& tok, const ProfileOptions& o) {
     } else {
       t = std::chrono::steady_clock::now();
       Progress bar("embed", n, "doc");
-      emb = mean_pooled_embeddings(model, samples, o.batch_tokens, [&](int64_t done) { bar.set(done); });
+      emb = mean_pooled_embeddings(model, samples, o.batch_tokens, [&](int64_t done) { bar.set(done); }, o.sharding);
       bar.finish();
       t_embed = seconds_since(t);
       source = "kmeans:model";
@@ -155,18 +155,25 @@ json run_profile(Model& model, const Tokenizer& tok, const ProfileOptions& o) {
   int64_t profiled_tokens = 0;
   {
     Profiler profiler(model, layers, D, o.coactivation);
+    // Data parallel: batch j is this rank's when o.sharding.owns(j); the bar counts the job's
+    // documents (another rank's batch counts as done when this rank passes it).
     Progress bar("profile", scored_docs, "doc");
-    for (const auto& b : batches) {
-      profiler.run(samples, b);
-      bar.advance(static_cast<int64_t>(b.size()));
+    for (size_t j = 0; j < batches.size(); ++j) {
+      if (o.sharding.owns(static_cast<int64_t>(j))) profiler.run(samples, batches[j]);
+      bar.advance(static_cast<int64_t>(batches[j].size()));
       const double el = bar.elapsed_seconds();
       if (el > 0) bar.set_postfix(cat(static_cast<int64_t>(profiler.tokens() / el), " tok/s"));
     }
     bar.finish();
+    if (o.sharding.active())
+      log_debug("profile: rank ", o.sharding.rank(), " of ", o.sharding.world_size(), " ran ", profiler.samples(), " of ",
+                scored_docs, " documents");
+    profiler.sum_over_ranks(o.sharding);  // before results(): they normalise the sums
     results = profiler.results();
     profiled_tokens = profiler.tokens();
   }
   const double t_profile = seconds_since(t);
+  o.sharding.finish();  // the ranks' shared work is done; rank 0 alone writes
 
   // ---- record ----
   std::vector<int64_t> sizes(D, 0), scored_sizes(D, 0);
@@ -224,6 +231,7 @@ json run_profile(Model& model, const Tokenizer& tok, const ProfileOptions& o) {
                  {"profile_s", t_profile},
                  {"profile_tokens_per_s", t_profile > 0 ? profiled_tokens / t_profile : 0.0}}}};
   if (!kmeans_info.is_null()) info["kmeans"] = kmeans_info;
+  if (!o.sharding.writer()) return info;
 
   // ---- write ----
   t = std::chrono::steady_clock::now();

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "profile/batch_sharding.h"
 #include "util/json.h"
 
 namespace mf {
@@ -40,9 +41,13 @@ struct ProfileOptions {
   int kmeans_max_iter = 300;
   std::string model_path;        // for the record
   std::string dtype = "float32"; // for the record
+  // Data parallel (profile/batch_sharding.h): the embedding and profiling batches are shared out
+  // over the ranks and every statistic is summed over them; rank 0 writes. Default: one process.
+  BatchSharding sharding;
 };
 
-// Runs the whole profile and writes out_dir atomically. Returns the profile.json record.
+// Runs the whole profile and writes out_dir atomically (on the writing rank only; every rank
+// returns the profile.json record, without write and total timings on the other ranks).
 json run_profile(Model& model, const Tokenizer& tok, const ProfileOptions& options);
 
 // Python-style half-open range "a:b" ("a:", ":b", ":", "" = all; negative values count from

@@ -37,7 +37,7 @@ Profiler::Profiler(Model& model, std::vector<int> layers, int num_domains, bool 
   for (size_t k = 0; k < layers_.size(); ++k) {
     stats_.emplace_back(F);
     if (coactivation) coact_.emplace_back(F, /*values=*/relu);
-    raw_.push_back(at::zeros({num_domains_, F}, at::TensorOptions().dtype(at::kFloat).device(model.device())));
+    raw_.push_back(at::zeros({num_domains_, F}, at::TensorOptions().dtype(at::kDouble).device(model.device())));
   }
   stats_hook_ = model.hooks().add(HookPoint::ffn_intermediate, [this](HookEvent& ev) {
     if (ev.expert != -1) return;
@@ -78,10 +78,19 @@ void Profiler::run(const std::vector<Sample>& samples, const std::vector<int64_t
     loss.backward();
   }
   at::NoGradGuard no_grad;
-  for (size_t k = 0; k < layers_.size(); ++k) raw_[k].index_add_(0, dom_t, collector_->signed_scores(k).abs());
+  for (size_t k = 0; k < layers_.size(); ++k)
+    raw_[k].index_add_(0, dom_t, collector_->signed_scores(k).abs().to(at::kDouble));
   collector_->begin_batch(0, 0);  // release the batch's activations
   tokens_ += pb.tokens;
   samples_ += B;
+}
+
+void Profiler::sum_over_ranks(const BatchSharding& sharding) {
+  sharding.sum(raw_);
+  for (auto& s : stats_) s.sum_over_ranks(sharding);
+  for (auto& c : coact_) c.sum_over_ranks(sharding);
+  tokens_ = sharding.sum(tokens_);
+  samples_ = sharding.sum(samples_);
 }
 
 std::vector<at::Tensor> preprocess_importance(const std::vector<at::Tensor>& raw) {
@@ -101,7 +110,7 @@ std::vector<at::Tensor> preprocess_importance(const std::vector<at::Tensor>& raw
 
 std::vector<LayerProfile> Profiler::results() const {
   std::vector<at::Tensor> raw;
-  for (const auto& r : raw_) raw.push_back(r.t().contiguous().to(at::kCPU));
+  for (const auto& r : raw_) raw.push_back(r.t().contiguous().to(at::kCPU, at::kFloat));
   std::vector<at::Tensor> pre = preprocess_importance(raw);
   std::vector<LayerProfile> out;
   for (size_t k = 0; k < layers_.size(); ++k) {

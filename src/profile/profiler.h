@@ -9,6 +9,7 @@
 
 #include "model/model.h"
 #include "profile/activation_stats.h"
+#include "profile/batch_sharding.h"
 #include "profile/calibration_data.h"
 #include "profile/coactivation.h"
 #include "profile/importance.h"
@@ -39,6 +40,10 @@ class Profiler {
   // Forward + backward over samples[which] (every one must have loss tokens); adds each
   // sample's |score| to its domain's column.
   void run(const std::vector<Sample>& samples, const std::vector<int64_t>& which);
+  // Data parallel: adds every other rank's accumulators (importance, activation and
+  // co-activation sums, token and sample counts) to this rank's, so that results() are the whole
+  // job's. Every rank calls it once, after its last run().
+  void sum_over_ranks(const BatchSharding& sharding);
   // Results so far, layers in order, importance preprocessed over all profiled layers.
   std::vector<LayerProfile> results() const;
   FfnKind kind() const { return collector_->kind(); }
@@ -52,7 +57,9 @@ class Profiler {
   std::unique_ptr<ImportanceCollector> collector_;
   std::vector<ActivationStats> stats_;
   std::vector<Coactivation> coact_;
-  std::vector<at::Tensor> raw_;  // [D, F] float32 per layer
+  // [D, F] float64 per layer: sums of float32 per-sample scores, so that summing them in another
+  // order (data-parallel ranks) changes them far below float32 precision.
+  std::vector<at::Tensor> raw_;
   std::vector<std::pair<at::Tensor, bool>> saved_requires_grad_;
   int stats_hook_ = 0;
   int64_t tokens_ = 0, samples_ = 0;
