@@ -244,6 +244,17 @@ void child_collectives() {
     const at::Tensor out = g->all_to_all_single(input, ones, ones);
     EXPECT_TRUE(at::equal(out, want)) << out;
   }
+  // The statistics count the rows sent to other ranks: int64 rows of 3, float rows of 2x2, one
+  // bfloat16 per rank.
+  {
+    int64_t sent = 0;
+    for (int64_t p = 0; p < W; ++p)
+      if (p != r) sent += rows_a(r, p) * 3 * 8 + rows_b(r, p, W) * 4 * 4 + 2;
+    const dist::CommStats& a2a = g->comm_stats().at("all_to_all");
+    EXPECT_EQ(a2a.calls, 3);
+    EXPECT_EQ(a2a.bytes, sent);
+    EXPECT_GT(a2a.seconds, 0.0);
+  }
   // A split that does not match the input is this rank's own mistake, reported before any traffic.
   EXPECT_NE(error_of([&] { g->all_to_all_single(at::zeros({2, 3}), std::vector<int64_t>(W, 0), std::vector<int64_t>(W, 0)); })
                 .find("the input split sizes add up to 0 rows but the input has 2"),

@@ -21,6 +21,22 @@
 
 namespace mf::cli {
 
+namespace {
+
+// What the job's collectives cost this rank (rank 0's view; docs/distributed.md), in total and
+// per optimizer step; null in a single process.
+json communication_json(const dist::Group& group, int64_t steps) {
+  if (!group.active()) return nullptr;
+  json out = json::object();
+  for (const auto& [op, c] : group.comm_stats()) {
+    const double per = steps > 0 ? 1.0 / static_cast<double>(steps) : 0.0;
+    out[op] = {{"calls", c.calls}, {"bytes", c.bytes}, {"seconds", c.seconds},
+               {"bytes_per_step", static_cast<double>(c.bytes) * per}, {"seconds_per_step", c.seconds * per}};
+  }
+  return out;
+}
+
+}  // namespace
 
 void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
@@ -62,7 +78,8 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
                   {"router_params", r.trainable_router_params},
                   {"lora_params", r.lora_params},
                   {"hypermoe_params", r.hypermoe_params},
-                  {"output", r.final_dir}};
+                  {"output", r.final_dir},
+                  {"communication", communication_json(*group, r.train.steps - r.train.start_step)}};
       for (const auto& [layer, fit] : r.mlp_fits)
         out["mlp_router"].push_back({{"layer", layer}, {"recall_before", fit.recall_before},
                                      {"recall_after", fit.recall_after}, {"best_epoch", fit.best_epoch}});
@@ -114,7 +131,8 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     pt.files_dir = cfg.tokenizer;
     TrainResult r = run_pretrain(cfg, make_model, pt);
     json out = {{"steps", r.steps}, {"final_loss", r.last_loss}, {"tokens_per_s", r.tokens_per_s},
-                {"val_loss", r.val_loss}, {"output", cfg.trainer.out_dir}};
+                {"val_loss", r.val_loss}, {"output", cfg.trainer.out_dir},
+                {"communication", communication_json(*group, r.steps - r.start_step)}};
     if (writer && !opts->json_out.empty()) write_json_file(opts->json_out, out);
     if (writer) std::cout << out.dump(2) << "\n";
     dist::shutdown(group);

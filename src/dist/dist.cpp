@@ -199,6 +199,13 @@ void Group::wait(const c10::intrusive_ptr<c10d::Work>& work, const char* op) con
   if (!done) lost_contact(op, "the operation was aborted");
 }
 
+void Group::record(const char* op, int64_t bytes, std::chrono::steady_clock::time_point t0) {
+  CommStats& c = stats_[op];
+  ++c.calls;
+  c.bytes += bytes;
+  c.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   const char* op = "all_reduce";
   for (const auto& t : tensors) {
@@ -207,11 +214,14 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
     reduce_type(t.scalar_type(), rank_, op);
   }
   if (!active()) return;
+  const auto t0 = std::chrono::steady_clock::now();
   std::vector<Staged> staged;
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  int64_t bytes = 0;
   for (const auto& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;  // the same on every rank: shapes match
     staged.push_back(stage_sum(t, rank_, op));
+    bytes += staged.back().wire.nbytes();
     std::vector<at::Tensor> one{staged.back().wire};
     works.push_back(start(rank_, op, [&] { return pg_->allreduce(one); }));
   }
@@ -219,6 +229,7 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
     wait(works[i], op);
     staged[i].write_back();
   }
+  record(op, bytes, t0);
 }
 
 void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
@@ -232,6 +243,7 @@ void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int
                " tensor; only floating-point tensors can be averaged"));
   }
   if (!active()) return;
+  const auto t0 = std::chrono::steady_clock::now();
 
   // Buckets per (dtype, device), filled in list order; a full bucket is closed and a new one
   // opened. The order of `ready` depends only on the list, so it is the same on every rank.
@@ -306,6 +318,9 @@ void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int
       offset += n;
     }
   }
+  int64_t bytes = 0;
+  for (const auto& f : flats) bytes += f.nbytes();
+  record(op, bytes, t0);
 }
 
 void Group::broadcast(at::Tensor& t, int64_t root) {
@@ -315,6 +330,7 @@ void Group::broadcast(at::Tensor& t, int64_t root) {
   if (root < 0 || root >= world_size_)
     fail(cat("rank ", rank_, ": broadcast: root ", root, " is not a rank (0..", world_size_ - 1, ")"));
   if (!active() || t.numel() == 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
   Staged s = stage_bits(t, rank_, op);
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
@@ -323,17 +339,21 @@ void Group::broadcast(at::Tensor& t, int64_t root) {
   auto work = start(rank_, op, [&] { return pg_->broadcast(one, opts); });
   wait(work, op);
   s.write_back();
+  record(op, root == rank_ ? static_cast<int64_t>(t.nbytes()) : 0, t0);
 }
 
 void Group::barrier() {
   if (!active()) return;
+  const auto t0 = std::chrono::steady_clock::now();
   auto work = start(rank_, "barrier", [&] { return pg_->barrier(); });
   wait(work, "barrier");
+  record("barrier", 0, t0);
 }
 
 std::vector<std::string> Group::all_gather_strings(const std::string& mine) {
   const char* op = "all_gather";
   if (!active()) return {mine};
+  const auto t0 = std::chrono::steady_clock::now();
   // Gathers one same-shaped CPU tensor from every rank.
   auto gather = [&](const at::Tensor& in) {
     std::vector<at::Tensor> inputs{in};
@@ -358,6 +378,7 @@ std::vector<std::string> Group::all_gather_strings(const std::string& mine) {
   std::vector<std::string> out(world_size_);
   for (int64_t r = 0; r < world_size_; ++r)
     out[r].assign(reinterpret_cast<const char*>(bytes[r].data_ptr<uint8_t>()), static_cast<size_t>(len[r]));
+  record(op, static_cast<int64_t>(mine.size()), t0);
   return out;
 }
 
@@ -391,6 +412,10 @@ at::Tensor Group::all_to_all_single(const at::Tensor& input, const std::vector<i
   for (int64_t d = 1; d < input.dim(); ++d) row_numel *= input.size(d);
   if (row_numel == 0) return at::empty(out_shape, input.options());  // nothing to move on any rank
 
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t bytes = 0;  // rows for the other ranks
+  for (size_t r = 0; r < w; ++r)
+    if (static_cast<int64_t>(r) != rank_) bytes += input_split_sizes[r] * row_numel * input.element_size();
   // Gloo's alltoallv (libtorch 1.13 ProcessGroupGloo::alltoall_base) is used as is, except that
   // an empty piece travels as one padding row: Gloo 0.5 gets zero-length transfers and empty
   // (null) buffers wrong in places. Piece i->j is empty on both ends or on neither, so sender and
@@ -444,6 +469,7 @@ at::Tensor Group::all_to_all_single(const at::Tensor& input, const std::vector<i
   }
   if (bt != input.scalar_type()) out = out.view(input.scalar_type());
   if (!input.device().is_cpu()) out = out.to(input.device());
+  record(op, bytes, t0);
   return out;
 }
 

@@ -18,12 +18,21 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace mf::dist {
+
+// What one kind of collective cost this rank so far: calls, payload bytes this rank sent (an
+// all-reduce counts its tensors' bytes; an all-to-all the rows for other ranks; a broadcast its
+// tensor on the root), and wall seconds inside the calls (staging copies included).
+struct CommStats {
+  int64_t calls = 0, bytes = 0;
+  double seconds = 0.0;
+};
 
 // The process's place in the job, as torchrun (or `moeforge launch`) describes it.
 struct DistEnv {
@@ -94,6 +103,10 @@ class Group {
   at::Tensor all_to_all_single(const at::Tensor& input, const std::vector<int64_t>& input_split_sizes,
                                const std::vector<int64_t>& output_split_sizes);
 
+  // Communication so far, by operation ("all_reduce", "all_to_all", "broadcast", "all_gather",
+  // "barrier"); empty for a single-process group.
+  const std::map<std::string, CommStats>& comm_stats() const { return stats_; }
+
   // The underlying c10d objects (null for a single-process group), for collectives not wrapped
   // here. Errors from them are not translated.
   const c10::intrusive_ptr<c10d::ProcessGroup>& process_group() const { return pg_; }
@@ -108,9 +121,13 @@ class Group {
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* op) const;
   [[noreturn]] void lost_contact(const char* op, const std::string& cause) const;
 
+  // Adds one call of `op` that started at `t0` and moved `bytes` to the statistics.
+  void record(const char* op, int64_t bytes, std::chrono::steady_clock::time_point t0);
+
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroup> pg_;
   int64_t rank_ = 0, world_size_ = 1;
+  std::map<std::string, CommStats> stats_;
 };
 
 // Joins the job: TCPStore rendezvous at master_addr:master_port (rank 0 listens and waits for
