@@ -96,7 +96,9 @@ double max_weight_diff(const std::string& a, const std::string& b) {
   return d;
 }
 
-void expect_same_run(const std::string& one, const std::string& many) {
+// `weights`: the file whose tensors must agree (the router recipe's final/ keeps the model's bf16,
+// whose rounding can flip on a 1e-7 difference: its fp32 trainer checkpoint is compared instead).
+void expect_same_run(const std::string& one, const std::string& many, const std::string& weights = "final") {
   const auto m1 = metrics(one), m2 = metrics(many);
   ASSERT_EQ(m1.size(), m2.size());
   for (size_t i = 0; i < m1.size(); ++i) {
@@ -109,7 +111,7 @@ void expect_same_run(const std::string& one, const std::string& many) {
       for (const auto& [d, v] : m1[i]["val_loss"].items())
         EXPECT_NEAR(v.get<double>(), m2[i]["val_loss"][d].get<double>(), 1e-5 * v.get<double>()) << d;
   }
-  EXPECT_LE(max_weight_diff(one + "/final", many + "/final"), 1e-5);
+  EXPECT_LE(max_weight_diff(one + "/" + weights, many + "/" + weights), 1e-5);
 }
 
 bool have_torchrun() { return std::system("command -v torchrun > /dev/null 2>&1") == 0; }
@@ -183,6 +185,57 @@ void expect_killed_run_resumes(const std::string& cfg, const std::string& extra,
 
 TEST(DistTrain, AKilledTwoRankRunResumesBitForBitAndRefusesAnotherWorldSize) {
   expect_killed_run_resumes(config_with_batch(2, 2), "", data_dir() + "/full", data_dir() + "/killed");
+}
+
+// The router recipe (routers + attention LoRA of models/tiny-mixtral, experts frozen) on SFT data
+// whose answers differ in length (so the ranks hold different numbers of target tokens): 2 ranks x
+// batch 2 under torchrun equal 1 rank x batch 4. Without a balance loss (computed per
+// rank, docs/distributed.md), without LoRA dropout and router jitter (their random draws depend on
+// the rank's batch): the model is models/tiny-mixtral with router_jitter_noise 0. AdamW eps 1e-6:
+// the router rows of experts a token did not select get a gradient that is zero analytically but
+// ~1e-10 of rounding noise (top-k renormalisation through the full softmax, as HF computes it),
+// and with eps 1e-8 Adam's first steps turn that noise into updates of ~1e-2 lr whose sign
+// depends on the summation order: a property of Adam on zero gradients, not of the all-reduce.
+TEST(DistTrain, RouterRecipeTwoRanksEqualOneRankWithTheDoubleBatch) {
+  ASSERT_TRUE(have_torchrun()) << "torchrun missing: install python3-torch (scripts/install-deps.sh)";
+  std::string sft;
+  for (int i = 0; i < 64; ++i)
+    sft += json({{"prompt", "Question " + std::to_string(i) + ": what does the router choose?"},
+                 {"response", " expert " + std::to_string(i % 8) + std::string(static_cast<size_t>(i % 5) * 6, '!')}})
+               .dump() +
+           "\n";
+  write_file_atomic(data_dir() + "/sft.jsonl", sft);
+  auto config = [&](int64_t batch) {
+    const std::string path = data_dir() + "/router" + std::to_string(batch) + ".json";
+    json cfg = {{"training",
+                 {{"seq_len", 32}, {"batch_size", batch}, {"max_steps", 4}, {"lr", 1e-3}, {"bf16", false},
+                  {"warmup_steps", 1}, {"eval_every", 2}, {"eval_batches", 2}, {"save_every", 0}, {"seed", 3},
+                  {"eps", 1e-6},
+                  {"train_data", data_dir() + "/sft.jsonl"}, {"validation_data", data_dir() + "/sft.jsonl"}}},
+                {"router", {{"balance_loss", "none"}}},
+                {"lora", {{"enabled", true}, {"r", 4}, {"dropout", 0.0}}}};
+    write_file_atomic(path, cfg.dump());
+    return path;
+  };
+  const std::string source = std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny-mixtral";
+  const std::string model = data_dir() + "/tiny-mixtral-no-jitter";
+  remove_all(model);
+  make_dirs(model);
+  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    ASSERT_EQ(::symlink((source + "/" + f).c_str(), (model + "/" + f).c_str()), 0) << f;
+  json mc = read_json_file(source + "/config.json");
+  mc["router_jitter_noise"] = 0.0;
+  write_file_atomic(model + "/config.json", mc.dump());
+  const std::string one = data_dir() + "/router_one4", two = data_dir() + "/router_two2";
+  remove_all(one);
+  remove_all(two);
+  auto r = run_moeforge("-q train " + model + " --recipe router --config " + config(4) + " --output " + one, true);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::string log;
+  ASSERT_EQ(run_shell(torchrun(2) + "-q train " + model + " --recipe router --config " + config(2) + " --output " + two, &log),
+            0)
+      << log;
+  expect_same_run(one, two, "checkpoints/step-00000004/model.safetensors");
 }
 
 // Expert parallelism: each rank computes its shard of every layer's experts (5 experts: 3 + 2 on

@@ -87,10 +87,12 @@ DecodedBatch decode_rows(const at::Tensor& windows) {
   return d;
 }
 
-at::Tensor masked_lm_loss(const at::Tensor& logits, const at::Tensor& targets) {
+at::Tensor masked_lm_loss(const at::Tensor& logits, const at::Tensor& targets, double targets_per_rank) {
   at::Tensor flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
   at::Tensor t = targets.reshape({-1});
   if (!(t != -100).any().item<bool>()) return flat.sum() * 0.0;
+  if (targets_per_rank > 0)
+    return at::cross_entropy_loss(flat, t, {}, at::Reduction::Sum, -100) / targets_per_rank;
   return at::cross_entropy_loss(flat, t, {}, at::Reduction::Mean, -100);
 }
 

@@ -27,8 +27,10 @@ struct DecodedBatch {
 };
 DecodedBatch decode_rows(const at::Tensor& windows);
 
-// Mean cross entropy over target tokens (ignore -100); 0 when there is none.
-at::Tensor masked_lm_loss(const at::Tensor& logits, const at::Tensor& targets);
+// Mean cross entropy over target tokens (ignore -100); 0 when there is none. `targets_per_rank`
+// > 0 replaces the divisor: data parallelism divides every rank's sum by the mean target count
+// over the ranks, so that the ranks' mean loss (and gradient) is the global batch's token mean.
+at::Tensor masked_lm_loss(const at::Tensor& logits, const at::Tensor& targets, double targets_per_rank = 0.0);
 
 // Training data of the recipe: JSONL lines {"text"} or {"prompt", "response"} (SFT), with an
 // optional "domain". SFT lines (or packing off) give one example per row, cut at seq_len + 1

@@ -192,18 +192,31 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
   int64_t micro = 0;
   auto loss_fn = [&](const at::Tensor& windows) {
     DecodedBatch b = decode_rows(windows);
-    at::Tensor lm = masked_lm_loss(model->forward(b.input_ids, b.attention), b.targets);
+    // Data parallel: SFT rows hold different numbers of target tokens, so each rank divides by
+    // the ranks' mean count (one all-reduce of a scalar), not its own: W ranks x b = 1 x W*b.
+    double per_rank = 0.0;
+    if (opt.average_over_ranks) {
+      std::vector<double> count{(b.targets != -100).sum().item<double>()};
+      opt.average_over_ranks(count);
+      per_rank = count[0];
+    }
+    at::Tensor lm = masked_lm_loss(model->forward(b.input_ids, b.attention), b.targets, per_rank);
     if (module->is_training()) {
       lm_sum += lm.item<double>();
       ++micro;
     }
     return lm;
   };
+  opt.targets_in = [](const at::Tensor& windows) {
+    return (decode_rows(windows).targets != -100).sum().item<double>();
+  };
   opt.loss_terms.push_back({"balance_loss", [&] { return model->aux_loss(); }});
   // EMoE avg-k gates follow the (possibly LoRA-adapted) experts after every update.
   opt.after_step = [&](int64_t) { model->after_optimizer_step(); };
   opt.step_metrics = [&]() {
-    std::map<std::string, double> m = {{"lm_loss", micro ? lm_sum / micro : 0.0}};
+    std::vector<double> lm{micro ? lm_sum / micro : 0.0};
+    if (opt.average_over_ranks) opt.average_over_ranks(lm);  // the global batch's, as "loss"
+    std::map<std::string, double> m = {{"lm_loss", lm[0]}};
     lm_sum = 0;
     micro = 0;
     return m;

@@ -129,7 +129,8 @@ std::string latest_checkpoint(const std::string& out_dir) {
 
 std::map<std::string, double> evaluate_domains(torch::nn::Module& model, const BatchLossFn& loss_fn,
                                                const std::vector<std::pair<std::string, PackedSequences>>& domains,
-                                               int64_t batch_size, int64_t max_batches, bool bf16) {
+                                               int64_t batch_size, int64_t max_batches, bool bf16,
+                                               const std::function<double(const at::Tensor&)>& targets_in) {
   std::map<std::string, double> out;
   const bool was_training = model.is_training();
   model.eval();
@@ -138,19 +139,23 @@ std::map<std::string, double> evaluate_domains(torch::nn::Module& model, const B
     int64_t n = data.size();
     if (max_batches > 0) n = std::min(n, max_batches * batch_size);
     if (n == 0) continue;
-    double sum = 0.0;
+    double sum = 0.0, weight = 0.0;
     for (int64_t begin = 0; begin < n; begin += batch_size) {
       std::vector<int64_t> idx;
       for (int64_t i = begin; i < std::min(n, begin + batch_size); ++i) idx.push_back(i);
+      const at::Tensor windows = data.windows(idx);
       at::Tensor loss;
       {
         CpuAutocast autocast(bf16, at::kBFloat16);
-        loss = loss_fn(data.windows(idx));
+        loss = loss_fn(windows);
       }
-      // Every window has seq_len targets, so weighting by windows weights by tokens.
-      sum += loss.item<double>() * static_cast<double>(idx.size());
+      // Each batch's mean weighted by its target tokens: the domain's token mean, whatever the
+      // batch size (packed windows all hold seq_len targets: weighting by windows is the same).
+      const double w = targets_in ? targets_in(windows) : static_cast<double>(idx.size());
+      sum += loss.item<double>() * w;
+      weight += w;
     }
-    out[name] = sum / static_cast<double>(n);
+    out[name] = weight > 0 ? sum / weight : 0.0;
   }
   if (was_training) model.train();
   return out;
@@ -357,7 +362,8 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
       if (!validation.empty()) {
         // Every rank evaluates the windows of eval_batches global batches, in its own batch size.
         const int64_t val_batches = options.eval_batches > 0 ? options.eval_batches * options.world_size : 0;
-        result.val_loss = evaluate_domains(model, loss_fn, validation, options.batch_size, val_batches, options.bf16);
+        result.val_loss = evaluate_domains(model, loss_fn, validation, options.batch_size, val_batches, options.bf16,
+                                           options.targets_in);
         line["val_loss"] = loss_map_json(result.val_loss);
       }
     }

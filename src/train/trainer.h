@@ -70,6 +70,10 @@ struct TrainerOptions {
   // called on every rank before the writer writes.
   std::function<void(std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::vector<std::string>& prefixes)>
       complete_tensors;
+  // The number of predicted tokens in a batch (windows [B, T+1]), when rows hold different numbers
+  // (SFT rows with masked prompts and padding); validation weights each batch's mean by it. Null:
+  // every window has T targets.
+  std::function<double(const at::Tensor& batch)> targets_in;
   // Data parallelism: averages the step's logged values (loss, loss terms) over the ranks in
   // place, so that every rank logs the global batch's values (null: rank-local values).
   std::function<void(std::vector<double>& values)> average_over_ranks;
@@ -98,9 +102,12 @@ TrainResult train_loop(torch::nn::Module& model, const BatchLossFn& loss_fn, con
                        const TrainerOptions& options);
 
 // Mean loss per domain over the first `max_batches` batches (in order) of each domain's windows.
+// Each batch's mean loss is weighted by targets_in(batch) (null: its number of windows), so the
+// result is the token mean whatever the batch size.
 std::map<std::string, double> evaluate_domains(torch::nn::Module& model, const BatchLossFn& loss_fn,
                                                const std::vector<std::pair<std::string, PackedSequences>>& domains,
-                                               int64_t batch_size, int64_t max_batches, bool bf16);
+                                               int64_t batch_size, int64_t max_batches, bool bf16,
+                                               const std::function<double(const at::Tensor&)>& targets_in = {});
 
 // Next-token cross entropy of logits [B, T, V] against windows [B, T+1] (targets = [:, 1:]),
 // computed in fp32 whatever the logits' dtype.
