@@ -307,3 +307,48 @@ TEST(DistEval, RanksUnderTorchrunAndLaunchReproduceTheOneProcessResultsExactly) 
   for (size_t i = 0; i < f1.size(); ++i)
     EXPECT_EQ(read_file(dir + "/s1/" + f1[i]), read_file(dir + "/s2/" + f2[i])) << f1[i];
 }
+
+// Expert-parallel eval: the experts of tiny-mixtral spread over 2 ranks (torchrun) and 3 ranks
+// (launch: 8 experts = 3 + 3 + 2), each rank scoring its share of the batches and idling through
+// extra passes when it has fewer. The experts now see rows of both ranks' batches in one GEMM, so
+// scores agree with one process up to rounding: every metric within 1e-6 relative.
+TEST(DistEval, ExpertParallelRanksMatchTheOneProcessResults) {
+  ASSERT_TRUE(have_torchrun()) << "torchrun missing: install python3-torch (scripts/install-deps.sh)";
+  const std::string dir = data_dir() + "/eval_ep";
+  remove_all(dir);
+  make_dirs(dir);
+  const std::string args = " eval " + std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny-mixtral --tasks arc_easy,wikitext" +
+                           " --data-dir " + MOEFORGE_TEST_DATA + "/benchmarks --limit 10 --batch-tokens 512";
+  auto one = run_moeforge("-q --threads 1" + args + " --output " + dir + "/one.json", true);
+  ASSERT_EQ(one.code, 0) << one.out;
+  std::string log;
+  ASSERT_EQ(run_shell("OMP_NUM_THREADS=1 " + torchrun(2) + "-q" + args + " --expert-parallel --output " + dir + "/two.json",
+                      &log),
+            0)
+      << log;
+  ASSERT_EQ(run_shell(std::string(MOEFORGE_BIN) + " launch --nproc 3 --master-port 0 -- " + MOEFORGE_BIN + " -q" + args +
+                          " --expert-parallel --output " + dir + "/three.json",
+                      &log),
+            0)
+      << log;
+  const json r1 = read_json_file(dir + "/one.json").at("results");
+  for (const char* other : {"/two.json", "/three.json"}) {
+    const json r = read_json_file(dir + other).at("results");
+    ASSERT_EQ(r1.size(), r.size()) << other;
+    int64_t compared = 0;
+    for (const auto& [task, metrics] : r1.items())
+      for (const auto& [name, value] : metrics.items()) {
+        if (!value.is_number()) continue;
+        const double a = value.get<double>(), b = r.at(task).at(name).get<double>();
+        EXPECT_NEAR(a, b, 1e-6 * std::max(1.0, std::abs(a))) << other << " " << task << " " << name;
+        ++compared;
+      }
+    EXPECT_GT(compared, 5) << other;
+  }
+  // A dense model has no experts to spread.
+  auto dense = run_moeforge("-q eval " + std::string(MOEFORGE_SOURCE_DIR) + "/models/tiny --tasks arc_easy --data-dir " +
+                                MOEFORGE_TEST_DATA + "/benchmarks --limit 2 --expert-parallel",
+                            true);
+  EXPECT_NE(dense.code, 0);
+  EXPECT_NE(dense.out.find("--expert-parallel needs an MoE model"), std::string::npos) << dense.out;
+}

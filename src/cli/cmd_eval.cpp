@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/vocab_check.h"
 #include "dist/dist.h"
+#include "dist/expert_parallel.h"
 #include "eval/model_scorer.h"
 #include "eval/report.h"
 #include "eval/yaml_task.h"
@@ -67,7 +68,7 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
     std::vector<std::string> include;
     double limit = -1;
     int64_t batch_tokens = 4096, max_length = 0, bootstrap_iters = 100000;
-    bool independent = false, acc_bytes = false;
+    bool independent = false, acc_bytes = false, expert_parallel = false;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("eval", "Zero-shot evaluation with lm-evaluation-harness semantics");
@@ -102,6 +103,9 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_flag("--acc-bytes", a->acc_bytes, "also report acc_bytes (acc_norm by UTF-8 bytes)");
   cmd->add_flag("--no-share-context", a->independent, "score every choice independently (as lm-eval does)");
   cmd->add_option("--output", a->output, "write the results JSON here (lm-eval's results file layout)");
+  cmd->add_flag("--expert-parallel", a->expert_parallel,
+                "under torchrun / moeforge launch: spread each MoE layer's experts over the ranks (all-to-all of "
+                "routed tokens; docs/distributed.md)");
   cmd->add_option("--log-samples", a->log_samples,
                   "write lm-eval's per-sample records to DIR/samples_<task>_<date>.jsonl, one file per task");
   cmd->callback([a]() {
@@ -139,11 +143,20 @@ void add_eval_command(CLI::App& app, const GlobalOptions&) {
     // scores, hence the results, are those of one process); rank 0 writes.
     std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
     const bool writer = group->rank() == 0;
+    if (a->expert_parallel && !model->config().is_moe())
+      throw UsageError("--expert-parallel needs an MoE model (" + a->model + " has no MoE layers)");
     if (group->active()) {
       opt.engine.rank = group->rank();
       opt.engine.world_size = group->world_size();
       opt.engine.all_gather = [group](const std::string& mine) { return group->all_gather_strings(mine); };
       opt.engine.progress = opt.engine.progress && writer;
+      if (a->expert_parallel) {
+        dist::distribute_model_experts(*model, group);
+        opt.engine.idle_forward = [model]() {
+          at::NoGradGuard no_grad;
+          model->forward_hidden(at::zeros({1, 1}, at::kLong).to(model->device()));
+        };
+      }
     }
     eval::EvalReport report = eval::evaluate(registry, tasks, encoder, scorer, opt);
     dist::shutdown(group);

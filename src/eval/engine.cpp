@@ -255,6 +255,12 @@ std::vector<TokenScore> run_requests(LoglikelihoodModel& model, const std::vecto
     }
   }
   if (bar) bar->finish();
+  if (options.idle_forward) {
+    // Batch j is rank j % W's: ranks below the remainder have one batch more than the others.
+    const int64_t batches = batch_index + 1, W = options.world_size;
+    const int64_t busiest = (batches + W - 1) / W, own = batches / W + (options.rank < batches % W ? 1 : 0);
+    for (int64_t i = own; i < busiest; ++i) options.idle_forward();
+  }
   if (options.world_size > 1) gather_scores(results, mine, options);
   if (stats_out) *stats_out = stats;
   return results;

@@ -62,6 +62,10 @@ struct EngineOptions {
   // `all_gather` (every rank's byte string, by rank) gives every rank all the scores.
   int64_t rank = 0, world_size = 1;
   std::function<std::vector<std::string>(const std::string& mine)> all_gather;
+  // Expert parallelism: every forward pass exchanges routed tokens with the other ranks, so every
+  // rank must run as many passes as the busiest one; a rank with fewer batches calls this (one
+  // pass over a dummy token) until it has.
+  std::function<void()> idle_forward;
 };
 
 struct EngineStats {
