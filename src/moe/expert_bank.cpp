@@ -7,8 +7,6 @@
 
 namespace mf::moe {
 
-namespace {
-
 at::Tensor apply_act(const at::Tensor& h, Act act) {
   switch (act) {
     case Act::SiLU: return at::silu(h);
@@ -18,6 +16,8 @@ at::Tensor apply_act(const at::Tensor& h, Act act) {
   }
   return h;
 }
+
+namespace {
 
 void check(bool ok, const std::string& what) {
   if (!ok) fail("expert bank: " + what);

@@ -115,6 +115,9 @@ class DenseExpertBankImpl : public ExpertBankImpl {
 };
 using DenseExpertBank = std::shared_ptr<DenseExpertBankImpl>;
 
+// act(h) with libtorch ops (autograd-capable).
+at::Tensor apply_act(const at::Tensor& h, Act act);
+
 // The expert nonlinearity applied to pre-activations h [n, (gated ? 2 : 1) f] (autograd ops).
 at::Tensor expert_hidden_from_preact(const at::Tensor& h, int64_t f, bool gated, Act act);
 

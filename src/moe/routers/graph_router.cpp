@@ -4,6 +4,7 @@
 #include <set>
 #include <string>
 
+#include "moe/expert_bank.h"
 #include "moe/gmoe_losses.h"
 #include "moe/routers/registry.h"
 #include "util/error.h"
@@ -11,16 +12,6 @@
 namespace mf::moe {
 
 namespace {
-
-at::Tensor activate(const at::Tensor& h, Act act) {
-  switch (act) {
-    case Act::SiLU: return at::silu(h);
-    case Act::GELU: return at::gelu(h);
-    case Act::GELUTanh: return at::gelu(h, "tanh");
-    case Act::ReLU: return at::relu(h);
-  }
-  return h;
-}
 
 // Â from the padded edge buffer, on `device` in `dt`. Tensor ops only (no host round trip per
 // forward), and always what the buffer holds now, even right after a loader overwrote it.
@@ -167,7 +158,7 @@ void GraphRouterImpl::build_modules() {
 }
 
 at::Tensor GraphRouterImpl::expert_features(at::ScalarType dt) const {
-  return activate(at::linear(expert_nodes_.to(dt), mlp_struct_->weight.to(dt)), opt_.activation);
+  return apply_act(at::linear(expert_nodes_.to(dt), mlp_struct_->weight.to(dt)), opt_.activation);
 }
 
 at::Tensor GraphRouterImpl::expert_similarity() const {
@@ -197,7 +188,7 @@ at::Tensor GraphRouterImpl::logits(const at::Tensor& x) const {
   const Act act = opt_.activation;
   const at::Tensor adj = adjacency_from_buffer(edges_, E, dt, x.device());  // [E+1, E+1]
   const at::Tensor experts = expert_features(dt);                           // F [E, g], every token's
-  const at::Tensor token = activate(at::linear(x.to(dt), mlp_->weight.to(dt)), act);  // u_t [T, g]
+  const at::Tensor token = apply_act(at::linear(x.to(dt), mlp_->weight.to(dt)), act);  // u_t [T, g]
   at::Tensor h;  // [T, rows, g]
   const int64_t L = static_cast<int64_t>(gcn_.size());
   for (int64_t l = 0; l < L; ++l) {
@@ -209,9 +200,9 @@ at::Tensor GraphRouterImpl::logits(const at::Tensor& x) const {
       // tokens, plus (token column of Â) (u_t W). No T copies of F are materialised.
       const at::Tensor shared = at::matmul(a.narrow(1, 0, E), at::linear(experts, w));  // [rows, g]
       const at::Tensor token_column = a.narrow(1, E, 1);                                 // [rows, 1]
-      h = activate(shared.unsqueeze(0) + token_column.unsqueeze(0) * at::linear(token, w).unsqueeze(1), act);
+      h = apply_act(shared.unsqueeze(0) + token_column.unsqueeze(0) * at::linear(token, w).unsqueeze(1), act);
     } else {
-      h = activate(at::matmul(a, at::linear(h, w)), act);  // Â broadcast over the T graphs
+      h = apply_act(at::matmul(a, at::linear(h, w)), act);  // Â broadcast over the T graphs
     }
   }
   return at::linear(h, proj_->weight.to(dt)).squeeze(-1);  // [T, E]
