@@ -21,15 +21,19 @@ struct AllToAllFn : public torch::autograd::Function<AllToAllFn> {
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(group);
     ctx->saved_data["in"] = in_splits;
     ctx->saved_data["out"] = out_splits;
-    ctx->saved_data["rows"] = x.size(0);
-    return group->all_to_all_single(x.contiguous(), in_splits, out_splits);
+    at::Tensor y = group->all_to_all_single(x.contiguous(), in_splits, out_splits);
+    ctx->saved_data["shape"] = y.sizes().vec();
+    ctx->saved_data["dtype"] = static_cast<int64_t>(y.scalar_type());
+    return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     Group* group = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
     const std::vector<int64_t> in = ctx->saved_data["in"].toIntVector();
     const std::vector<int64_t> out = ctx->saved_data["out"].toIntVector();
     at::Tensor g = grads[0];
-    if (!g.defined()) fail("expert parallelism: an exchanged tensor lost its gradient");
+    if (!g.defined())  // the output did not reach the loss: its gradient is zero, and still travels
+      g = at::zeros(ctx->saved_data["shape"].toIntVector(),
+                    at::TensorOptions().dtype(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt())));
     return {group->all_to_all_single(g.contiguous(), out, in), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
