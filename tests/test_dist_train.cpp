@@ -262,6 +262,26 @@ TEST(DistTrain, ExpertParallelRanksEqualOneRankWithTheWholeBatch) {
   expect_same_run(one6, three);
 }
 
+// Expert groups smaller than the job: 4 ranks in 2 expert groups of 2 (each group holds every
+// expert once, 3 + 2; the groups are data-parallel replicas whose expert gradients are reduced
+// across them) = 1 process x batch 8.
+TEST(DistTrain, ExpertGroupsOfTwoOnFourRanksEqualOneRankWithTheWholeBatch) {
+  const std::string one = data_dir() + "/ep_one8", four = data_dir() + "/ep_four2";
+  remove_all(one);
+  remove_all(four);
+  ASSERT_EQ(run_moeforge(train_args(config_with_batch(8, 0, true), one), true).code, 0);
+  std::string log;
+  ASSERT_EQ(run_shell(std::string(MOEFORGE_BIN) + " launch --nproc 4 --master-port 0 -- " + MOEFORGE_BIN + " " +
+                          train_args(config_with_batch(2, 0, true), four) + " --expert-parallel --expert-group-size 2",
+                      &log),
+            0)
+      << log;
+  expect_same_run(one, four);
+  auto bad = run_moeforge(train_args(config_with_batch(2, 0, true), data_dir() + "/ep_bad") + " --expert-group-size 2", true);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("--expert-group-size belongs to --expert-parallel"), std::string::npos) << bad.out;
+}
+
 TEST(DistTrain, AKilledExpertParallelRunResumesBitForBit) {
   expect_killed_run_resumes(config_with_batch(2, 2, true), " --expert-parallel", data_dir() + "/ep_full",
                             data_dir() + "/ep_killed");

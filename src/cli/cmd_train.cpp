@@ -42,6 +42,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
     std::string model, recipe, config, output, json_out, init;
     bool hypermoe = false, expert_parallel = false;
+    int64_t expert_group_size = 0;
   };
   auto opts = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router)");
@@ -57,6 +58,10 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   cmd->add_flag("--expert-parallel", opts->expert_parallel,
                 "pretrain under torchrun / moeforge launch: spread each MoE layer's experts over the ranks and "
                 "exchange routed tokens with all-to-all (docs/distributed.md)");
+  cmd->add_option("--expert-group-size", opts->expert_group_size,
+                  "with --expert-parallel: ranks per expert group (e.g. the GPUs of one node; the groups are data-"
+                  "parallel replicas); default: the whole job")
+      ->check(CLI::PositiveNumber);
   cmd->callback([opts, &globals]() {
     // Under torchrun (or moeforge launch): data parallel over c10d; otherwise one process.
     std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
@@ -104,6 +109,8 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     const ModelConfig mcfg = parse_model_config(cfg.model, model_origin);
     if (opts->expert_parallel && !mcfg.is_moe())
       throw UsageError("--expert-parallel needs an MoE model (this config has no MoE layers)");
+    if (opts->expert_group_size > 0 && !opts->expert_parallel)
+      throw UsageError("--expert-group-size belongs to --expert-parallel");
     // fp32 weights, their gradients and AdamW's two moments, before a byte of it is allocated.
     check_model_fits_memory(mcfg, 16.0, "to train with AdamW in fp32");
     auto tok = Tokenizer::load(cfg.tokenizer);
@@ -120,7 +127,7 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
       }
       if (opts->expert_parallel) {
         // Sets up the trainer options run_pretrain reads after calling this factory.
-        dist::make_expert_parallel(cfg.trainer, group, *m);
+        dist::make_expert_parallel(cfg.trainer, group, *m, opts->expert_group_size);
       }
       return pretrain_model_of(m);
     };

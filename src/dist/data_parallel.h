@@ -15,11 +15,14 @@ namespace mf::dist {
 void make_data_parallel(TrainerOptions& options, const std::shared_ptr<Group>& group);
 
 // Expert parallelism on top of data parallelism (dist/expert_parallel.h): spreads the experts of
-// every MoE block of `model` over `group` and sets `options` up for it: the replicated (dense)
-// gradients are averaged as above, each expert's gradient (which already holds every rank's
-// tokens) is divided by the world size, the clipping norm sums every rank's experts, and
-// checkpoints gather the experts to rank 0. Call after make_data_parallel and before the
-// optimizer is built. With W ranks x batch b the run equals one process x batch W*b.
-void make_expert_parallel(TrainerOptions& options, const std::shared_ptr<Group>& group, torch::nn::Module& model);
+// every MoE block of `model` over expert groups of `expert_group_size` consecutive ranks (0 = the
+// whole job; e.g. the GPUs of one node) and sets `options` up for it: the replicated (dense)
+// gradients are averaged over the job as above; an expert's gradient (which already holds its
+// expert group's tokens) is summed over the expert's replicas in the other groups and divided by
+// the world size; the clipping norm counts every expert once; checkpoints gather the experts to
+// rank 0. Call after make_data_parallel and before the optimizer is built. With W ranks x batch b
+// the run equals one process x batch W*b. mf::Error when the size does not divide the job.
+void make_expert_parallel(TrainerOptions& options, const std::shared_ptr<Group>& group, torch::nn::Module& model,
+                          int64_t expert_group_size = 0);
 
 }  // namespace mf::dist

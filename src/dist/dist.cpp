@@ -176,7 +176,34 @@ void ignore_sigpipe() {
 
 Group::Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg, int64_t rank,
              int64_t world_size)
-    : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), world_size_(world_size) {}
+    : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), world_size_(world_size), job_rank_(rank) {}
+
+std::shared_ptr<Group> Group::subgroup(const std::vector<int64_t>& ranks, const std::string& name) {
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (ranks[i] < 0 || ranks[i] >= world_size_ || (i > 0 && ranks[i] <= ranks[i - 1]))
+      fail(cat("rank ", job_rank_, ": subgroup '", name, "': ranks must be increasing and in 0..", world_size_ - 1));
+  const auto it = std::find(ranks.begin(), ranks.end(), rank_);
+  if (it == ranks.end()) return nullptr;
+  const int64_t sub_rank = it - ranks.begin(), size = static_cast<int64_t>(ranks.size());
+  std::shared_ptr<Group> g;
+  if (!active() || size == 1) {
+    g = std::make_shared<Group>(c10::intrusive_ptr<c10d::Store>(), c10::intrusive_ptr<c10d::ProcessGroup>(), 0, 1);
+  } else {
+    c10::intrusive_ptr<c10d::ProcessGroup> pg;
+    try {
+      auto prefixed = c10::make_intrusive<c10d::PrefixStore>(prefix_ + "/" + name, store_);
+      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, static_cast<int>(sub_rank), static_cast<int>(size),
+                                                       gloo_options_);
+    } catch (...) {
+      lost_contact(("setting up subgroup '" + name + "'").c_str(), current_cause());
+    }
+    g = std::make_shared<Group>(store_, pg, sub_rank, size);
+    g->gloo_options_ = gloo_options_;
+    g->prefix_ = prefix_ + "/" + name;
+  }
+  g->job_rank_ = job_rank_;
+  return g;
+}
 
 Group::~Group() {
   // The process group first: its worker threads finish (or time out) before the store goes.
@@ -185,7 +212,7 @@ Group::~Group() {
 }
 
 void Group::lost_contact(const char* op, const std::string& cause) const {
-  throw Error(cat("rank ", rank_, ": lost contact with the other ranks during ", op, " (", cause,
+  throw Error(cat("rank ", job_rank_, ": lost contact with the other ranks during ", op, " (", cause,
                   "); the run stops"));
 }
 
@@ -210,8 +237,8 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   const char* op = "all_reduce";
   for (const auto& t : tensors) {
     if (!t.defined()) continue;
-    check_dense(t, rank_, op);
-    reduce_type(t.scalar_type(), rank_, op);
+    check_dense(t, job_rank_, op);
+    reduce_type(t.scalar_type(), job_rank_, op);
   }
   if (!active()) return;
   const auto t0 = std::chrono::steady_clock::now();
@@ -220,10 +247,10 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
   int64_t bytes = 0;
   for (const auto& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;  // the same on every rank: shapes match
-    staged.push_back(stage_sum(t, rank_, op));
+    staged.push_back(stage_sum(t, job_rank_, op));
     bytes += staged.back().wire.nbytes();
     std::vector<at::Tensor> one{staged.back().wire};
-    works.push_back(start(rank_, op, [&] { return pg_->allreduce(one); }));
+    works.push_back(start(job_rank_, op, [&] { return pg_->allreduce(one); }));
   }
   for (size_t i = 0; i < works.size(); ++i) {
     wait(works[i], op);
@@ -234,12 +261,12 @@ void Group::all_reduce_sum(std::vector<at::Tensor>& tensors) {
 
 void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
   const char* op = "all_reduce";
-  if (bucket_bytes <= 0) fail(cat("rank ", rank_, ": all_reduce_mean_bucketed: bucket size ", bucket_bytes, " must be > 0"));
+  if (bucket_bytes <= 0) fail(cat("rank ", job_rank_, ": all_reduce_mean_bucketed: bucket size ", bucket_bytes, " must be > 0"));
   for (const auto& t : tensors) {
     if (!t.defined()) continue;
-    check_dense(t, rank_, op);
+    check_dense(t, job_rank_, op);
     if (!at::isFloatingType(t.scalar_type()))
-      fail(cat("rank ", rank_, ": all_reduce_mean_bucketed: ", t.scalar_type(),
+      fail(cat("rank ", job_rank_, ": all_reduce_mean_bucketed: ", t.scalar_type(),
                " tensor; only floating-point tensors can be averaged"));
   }
   if (!active()) return;
@@ -285,7 +312,7 @@ void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   for (const auto& b : ready) {
     const at::Tensor& first = b.members.front();
-    const at::ScalarType rt = reduce_type(first.scalar_type(), rank_, op);
+    const at::ScalarType rt = reduce_type(first.scalar_type(), job_rank_, op);
     at::Tensor flat;
     bool direct = false;
     if (b.members.size() == 1 && first.device().is_cpu() && first.is_contiguous() && first.scalar_type() == rt) {
@@ -303,7 +330,7 @@ void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int
     flats.push_back(flat);
     in_place.push_back(direct);
     std::vector<at::Tensor> one{flat};
-    works.push_back(start(rank_, op, [&] { return pg_->allreduce(one); }));
+    works.push_back(start(job_rank_, op, [&] { return pg_->allreduce(one); }));
   }
   const double scale = static_cast<double>(world_size_);
   for (size_t i = 0; i < works.size(); ++i) {
@@ -325,18 +352,18 @@ void Group::all_reduce_mean_bucketed(const std::vector<at::Tensor>& tensors, int
 
 void Group::broadcast(at::Tensor& t, int64_t root) {
   const char* op = "broadcast";
-  check_dense(t, rank_, op);
-  bits_type(t.scalar_type(), rank_, op);
+  check_dense(t, job_rank_, op);
+  bits_type(t.scalar_type(), job_rank_, op);
   if (root < 0 || root >= world_size_)
-    fail(cat("rank ", rank_, ": broadcast: root ", root, " is not a rank (0..", world_size_ - 1, ")"));
+    fail(cat("rank ", job_rank_, ": broadcast: root ", root, " is not a rank (0..", world_size_ - 1, ")"));
   if (!active() || t.numel() == 0) return;
   const auto t0 = std::chrono::steady_clock::now();
-  Staged s = stage_bits(t, rank_, op);
+  Staged s = stage_bits(t, job_rank_, op);
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   opts.rootTensor = 0;
   std::vector<at::Tensor> one{s.wire};
-  auto work = start(rank_, op, [&] { return pg_->broadcast(one, opts); });
+  auto work = start(job_rank_, op, [&] { return pg_->broadcast(one, opts); });
   wait(work, op);
   s.write_back();
   record(op, root == rank_ ? static_cast<int64_t>(t.nbytes()) : 0, t0);
@@ -345,7 +372,7 @@ void Group::broadcast(at::Tensor& t, int64_t root) {
 void Group::barrier() {
   if (!active()) return;
   const auto t0 = std::chrono::steady_clock::now();
-  auto work = start(rank_, "barrier", [&] { return pg_->barrier(); });
+  auto work = start(job_rank_, "barrier", [&] { return pg_->barrier(); });
   wait(work, "barrier");
   record("barrier", 0, t0);
 }
@@ -359,7 +386,7 @@ std::vector<std::string> Group::all_gather_strings(const std::string& mine) {
     std::vector<at::Tensor> inputs{in};
     std::vector<std::vector<at::Tensor>> outputs(1);
     for (int64_t r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty_like(in));
-    auto work = start(rank_, op, [&] { return pg_->allgather(outputs, inputs); });
+    auto work = start(job_rank_, op, [&] { return pg_->allgather(outputs, inputs); });
     wait(work, op);
     return outputs[0];
   };
@@ -385,10 +412,10 @@ std::vector<std::string> Group::all_gather_strings(const std::string& mine) {
 at::Tensor Group::all_to_all_single(const at::Tensor& input, const std::vector<int64_t>& input_split_sizes,
                                     const std::vector<int64_t>& output_split_sizes) {
   const char* op = "all_to_all";
-  const std::string who = cat("rank ", rank_, ": all_to_all_single: ");
-  check_dense(input, rank_, op);
+  const std::string who = cat("rank ", job_rank_, ": all_to_all_single: ");
+  check_dense(input, job_rank_, op);
   if (input.dim() < 1) fail(who + "the input needs at least one dimension (rows)");
-  const at::ScalarType bt = bits_type(input.scalar_type(), rank_, op);
+  const at::ScalarType bt = bits_type(input.scalar_type(), job_rank_, op);
   const size_t w = static_cast<size_t>(world_size_);
   if (input_split_sizes.size() != w || output_split_sizes.size() != w)
     fail(cat(who, input_split_sizes.size(), " input and ", output_split_sizes.size(), " output split sizes for ",
@@ -420,7 +447,7 @@ at::Tensor Group::all_to_all_single(const at::Tensor& input, const std::vector<i
   // an empty piece travels as one padding row: Gloo 0.5 gets zero-length transfers and empty
   // (null) buffers wrong in places. Piece i->j is empty on both ends or on neither, so sender and
   // receiver agree on the padding without talking about it.
-  Staged s = stage_bits(input, rank_, op);
+  Staged s = stage_bits(input, job_rank_, op);
   std::vector<int64_t> send_rows(w), recv_rows(w);
   bool pad_in = false, pad_out = false;
   for (size_t r = 0; r < w; ++r) {
@@ -449,7 +476,7 @@ at::Tensor Group::all_to_all_single(const at::Tensor& input, const std::vector<i
   at::Tensor recv = at::empty(recv_shape, s.wire.options());
   // alltoall_base moves the count vectors out of its arguments: pass copies.
   std::vector<int64_t> out_counts = recv_rows, in_counts = send_rows;
-  auto work = start(rank_, op, [&] { return pg_->alltoall_base(recv, send, out_counts, in_counts); });
+  auto work = start(job_rank_, op, [&] { return pg_->alltoall_base(recv, send, out_counts, in_counts); });
   wait(work, op);
 
   at::Tensor out = recv;
@@ -486,6 +513,13 @@ void Group::close() {
 }
 
 // ---------------------------------------------------------------- init / shutdown
+
+namespace {
+
+// Keys apart per torchrun restart, so a restarted job never reads a dead attempt's keys.
+std::string restart_count() { return env_var("TORCHELASTIC_RESTART_COUNT").value_or("0"); }
+
+}  // namespace
 
 std::shared_ptr<Group> init(const DistEnv& env, std::chrono::milliseconds timeout) {
   if (env.world_size < 1 || env.rank < 0 || env.rank >= env.world_size)
@@ -544,14 +578,15 @@ std::shared_ptr<Group> init(const DistEnv& env, std::chrono::milliseconds timeou
   // serve other groups later).
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   try {
-    // Keys apart per torchrun restart, so a restarted job never reads a dead attempt's keys.
-    const auto restart = env_var("TORCHELASTIC_RESTART_COUNT");
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("moeforge/default_pg/" + (restart ? *restart : "0"), store);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("moeforge/default_pg/" + restart_count(), store);
     pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, options);
   } catch (...) {
     throw unreachable(current_cause());
   }
-  return std::make_shared<Group>(std::move(store), std::move(pg), env.rank, env.world_size);
+  auto group = std::make_shared<Group>(std::move(store), std::move(pg), env.rank, env.world_size);
+  group->gloo_options_ = options;
+  group->prefix_ = "moeforge/default_pg/" + std::string(restart_count());
+  return group;
 }
 
 void shutdown(std::shared_ptr<Group>& group) {

@@ -14,6 +14,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
@@ -68,6 +69,12 @@ class Group {
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
 
+  // A group of some of this group's ranks (`ranks`: increasing ranks of this group), as
+  // torch.distributed.new_group: every member calls it with the same ranks and a `name` unique in
+  // the job (its store keys); non-members may skip it and get nullptr. Its rank() and
+  // world_size() are within the subgroup; its errors name the job rank.
+  std::shared_ptr<Group> subgroup(const std::vector<int64_t>& ranks, const std::string& name);
+
   int64_t rank() const { return rank_; }
   int64_t world_size() const { return world_size_; }
   bool active() const { return world_size_ > 1; }
@@ -121,12 +128,17 @@ class Group {
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* op) const;
   [[noreturn]] void lost_contact(const char* op, const std::string& cause) const;
 
+  friend std::shared_ptr<Group> init(const DistEnv& env, std::chrono::milliseconds timeout);
+
   // Adds one call of `op` that started at `t0` and moved `bytes` to the statistics.
   void record(const char* op, int64_t bytes, std::chrono::steady_clock::time_point t0);
 
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroup> pg_;
   int64_t rank_ = 0, world_size_ = 1;
+  int64_t job_rank_ = 0;                                                 // this process in the whole job (messages)
+  c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options_;  // transport and timeout, for subgroups
+  std::string prefix_;                                                   // store key prefix of this group
   std::map<std::string, CommStats> stats_;
 };
 

@@ -174,7 +174,8 @@ int64_t distribute_model_experts(torch::nn::Module& model, const std::shared_ptr
 
 void gather_distributed_experts(torch::nn::Module& model, Group& group,
                                 std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                                const std::vector<std::string>& prefixes) {
+                                const std::vector<std::string>& prefixes, int64_t expert_group_size) {
+  const int64_t S = expert_group_size > 0 ? expert_group_size : group.world_size();
   std::unordered_map<std::string, size_t> index;
   for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
   for (const auto& [path, block] : moe_blocks(model)) {
@@ -185,7 +186,7 @@ void gather_distributed_experts(torch::nn::Module& model, Group& group,
     for (const std::string& prefix : prefixes) {
       if (!prefix.empty() && !trainable) continue;  // frozen experts have no optimizer state
       for (int64_t e = 0; e < block->num_experts(); ++e) {
-        const int64_t owner = expert_owner(block->num_experts(), e, group.world_size());
+        const int64_t owner = expert_owner(block->num_experts(), e, S);
         const int64_t f = spec.widths[e], H = spec.hidden;
         const std::pair<const std::string*, std::vector<int64_t>> weights[] = {
             {&spec.gate_name, {f, H}}, {&spec.up_name, {f, H}}, {&spec.down_name, {H, f}}};

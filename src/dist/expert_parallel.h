@@ -61,11 +61,13 @@ int64_t distribute_model_experts(torch::nn::Module& model, const std::shared_ptr
 
 // Checkpoints of an expert-parallel model: adds to `tensors` (name -> tensor, as this rank has
 // them) the experts' tensors that other ranks hold, for each name prefix ("" for the model's
-// weights, "exp_avg." / "exp_avg_sq." for AdamW's moments of trainable experts). A collective:
-// every rank calls it with the same prefixes; each expert tensor is broadcast by its owner.
+// weights, "exp_avg." / "exp_avg_sq." for AdamW's moments of trainable experts). A collective
+// over the whole job `group`: every rank calls it with the same prefixes; each expert tensor is
+// broadcast by its owner in the first expert group (job ranks 0 .. expert_group_size - 1; 0 =
+// the whole job is one expert group).
 void gather_distributed_experts(torch::nn::Module& model, Group& group,
                                 std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                                const std::vector<std::string>& prefixes);
+                                const std::vector<std::string>& prefixes, int64_t expert_group_size = 0);
 
 // The expert parameters of every expert-parallel MoE layer and MoE block in `module` (nested at
 // any depth; this rank's experts, LoRA adapters on them not included), for the
