@@ -56,8 +56,8 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
                 "add a HyperExpert to every MoE layer and train it (HyperMoE, the reference's hyper-parameters "
                 "unless the model has a 'hypermoe' object; docs/hypermoe.md)");
   cmd->add_flag("--expert-parallel", opts->expert_parallel,
-                "pretrain under torchrun / moeforge launch: spread each MoE layer's experts over the ranks and "
-                "exchange routed tokens with all-to-all (docs/distributed.md)");
+                "under torchrun / moeforge launch: spread each MoE layer's experts over the ranks and exchange "
+                "routed tokens with all-to-all (docs/distributed.md)");
   cmd->add_option("--expert-group-size", opts->expert_group_size,
                   "with --expert-parallel: ranks per expert group (e.g. the GPUs of one node; the groups are data-"
                   "parallel replicas); default: the whole job")
@@ -68,13 +68,18 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
     const bool writer = group->rank() == 0;
     if (opts->recipe == "router") {
       if (!opts->init.empty()) throw UsageError("--init belongs to the pretrain recipe (the router recipe takes MODEL)");
-      if (opts->expert_parallel) throw UsageError("--expert-parallel: only the pretrain recipe spreads experts over ranks");
       RouterRecipeConfig cfg = load_router_config(opts->config);
       if (!opts->model.empty()) cfg.model_dir = opts->model;
       if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
       cfg.hypermoe = opts->hypermoe;
       cfg.trainer.progress = !globals.quiet;
       dist::make_data_parallel(cfg.trainer, group);
+      if (opts->expert_group_size > 0 && !opts->expert_parallel)
+        throw UsageError("--expert-group-size belongs to --expert-parallel");
+      if (opts->expert_parallel)
+        cfg.expert_parallel = [group, size = opts->expert_group_size](torch::nn::Module& m, TrainerOptions& o) {
+          dist::make_expert_parallel(o, group, m, size);
+        };
       RouterRecipeResult r = run_router_recipe(cfg);
       json out = {{"steps", r.train.steps},
                   {"final_loss", r.train.last_loss},

@@ -47,7 +47,7 @@ void make_expert_parallel(TrainerOptions& options, const std::shared_ptr<Group>&
   for (int64_t k = 0; k < W / S; ++k) replicas.push_back(k * S + place);
   std::shared_ptr<Group> experts_group = S == W ? group : group->subgroup(members, cat("experts_", g));
   std::shared_ptr<Group> replica_group = S == W ? nullptr : group->subgroup(replicas, cat("expert_replicas_", place));
-  distribute_model_experts(model, experts_group);
+  if (distribute_model_experts(model, experts_group) == 0) fail("expert parallelism: the model has no MoE layers");
 
   std::unordered_set<const void*> experts;
   for (const at::Tensor& p : distributed_expert_parameters(model)) experts.insert(p.unsafeGetTensorImpl());

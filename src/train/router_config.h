@@ -44,6 +44,10 @@ struct RouterRecipeConfig {
   bool lora_enabled = true;
   LoraOptions lora;
   MlpRouterTrainOptions mlp;
+  // Set by `train --expert-parallel` (dist::make_expert_parallel): spreads the experts of the
+  // trained module (the model under the name "model", then the adapters) over the ranks and sets
+  // up the trainer options; called before the optimizer is built.
+  std::function<void(torch::nn::Module& trained, TrainerOptions& options)> expert_parallel;
 };
 
 // Reads and validates a router-recipe config; one-line "<path>: <what>" errors.

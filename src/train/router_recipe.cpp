@@ -181,6 +181,7 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
            data.sft ? "SFT, response tokens" : (cfg.packing ? "text, packed" : "text, one per sequence"), "), ",
            opt.max_steps, " steps, ", router_params, " router + ", result.lora_params, " LoRA parameters");
 
+  if (cfg.expert_parallel) cfg.expert_parallel(*module, opt);
   const bool resuming = opt.resume && !latest_checkpoint(opt.out_dir).empty();
 
   // MoEfication MLP routers: offline BCE fit on FFN inputs, before gradient training.
@@ -228,11 +229,17 @@ RouterRecipeResult run_router_recipe(const RouterRecipeConfig& config, const Rec
   }
 
   result.final_dir = path_join(opt.out_dir, "final");
-  if (!opt.is_writer()) return result;  // data parallel: rank 0 writes the model
-  // Final model: LoRA merged, every tensor in the dtype it had in the input.
+  // Final model: LoRA merged, every tensor in the dtype it had in the input. With expert
+  // parallelism every rank merges its experts' adapters and the experts are gathered to rank 0
+  // (the trained module's names are the model's under "model.").
   if (lora) lora->merge();
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (auto& [name, t] : model->hf_tensors()) named.emplace_back("model." + name, t);
+  if (opt.complete_tensors) opt.complete_tensors(named, {""});
+  if (!opt.is_writer()) return result;  // data parallel: rank 0 writes the model
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (auto& [name, t] : model->hf_tensors()) {
+  for (auto& [prefixed, t] : named) {
+    const std::string name = prefixed.substr(6);
     at::ScalarType dt = ck.contains(name) ? st_to_torch(ck.info(name).dtype) : t.scalar_type();
     tensors.emplace_back(name, t.detach().to(dt).contiguous());
   }
