@@ -364,24 +364,8 @@ at::Tensor LoraMoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   moe::MoELayer m = build_layer();
   m->train(is_training());
 
-  moe::MoECallbacks cb;
   bool observed = false;
-  if (hooks && hooks->wants(HookPoint::router_logits, layer)) {
-    cb.router_logits = [&](const at::Tensor& l) { return hooks->fire(HookPoint::router_logits, layer, l, valid); };
-    observed = true;
-  }
-  if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer)) {
-    cb.expert_hidden = [&](int64_t e, const at::Tensor& h, const at::Tensor& tokens) {
-      return hooks->fire(HookPoint::ffn_intermediate, layer, h, valid, static_cast<int>(e), tokens);
-    };
-    observed = true;
-  }
-  if (hooks && hooks->wants(HookPoint::expert_output, layer)) {
-    cb.expert_output = [&](int64_t e, const at::Tensor& y, const at::Tensor& tokens) {
-      return hooks->fire(HookPoint::expert_output, layer, y, valid, static_cast<int>(e), tokens);
-    };
-    observed = true;
-  }
+  const moe::MoECallbacks cb = hook_callbacks(hooks, layer, valid, &observed);
   moe::MoEOutput out = m->forward_full(x, observed ? &cb : nullptr);
   last_plan_ = out.plan;
   last_valid_ = valid;

@@ -240,6 +240,31 @@ void MoeFFN::after_optimizer_step() {
   }
 }
 
+moe::MoECallbacks hook_callbacks(Hooks* hooks, int layer, const at::Tensor& valid, bool* observed) {
+  moe::MoECallbacks cb;
+  *observed = false;
+  if (!hooks) return cb;
+  // The shared expert (-1 in src/moe) fires as expert -2, the hooks' number for it.
+  auto expert_id = [](int64_t e) { return e < 0 ? -2 : static_cast<int>(e); };
+  if (hooks->wants(HookPoint::router_logits, layer)) {
+    cb.router_logits = [=](const at::Tensor& l) { return hooks->fire(HookPoint::router_logits, layer, l, valid); };
+    *observed = true;
+  }
+  if (hooks->wants(HookPoint::ffn_intermediate, layer)) {
+    cb.expert_hidden = [=](int64_t e, const at::Tensor& h, const at::Tensor& tokens) {
+      return hooks->fire(HookPoint::ffn_intermediate, layer, h, valid, expert_id(e), tokens);
+    };
+    *observed = true;
+  }
+  if (hooks->wants(HookPoint::expert_output, layer)) {
+    cb.expert_output = [=](int64_t e, const at::Tensor& y, const at::Tensor& tokens) {
+      return hooks->fire(HookPoint::expert_output, layer, y, valid, expert_id(e), tokens);
+    };
+    *observed = true;
+  }
+  return cb;
+}
+
 at::Tensor MoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   layer_ = ctx.layer;
   Hooks* hooks = ctx.hooks;
@@ -253,24 +278,8 @@ at::Tensor MoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   moe::MoELayer m = has_lora() || trainable ? build(trainable) : inference_layer();
   m->train(is_training());
 
-  moe::MoECallbacks cb;
   bool observed = false;
-  if (hooks && hooks->wants(HookPoint::router_logits, layer)) {
-    cb.router_logits = [&](const at::Tensor& l) { return hooks->fire(HookPoint::router_logits, layer, l, valid); };
-    observed = true;
-  }
-  if (hooks && hooks->wants(HookPoint::ffn_intermediate, layer)) {
-    cb.expert_hidden = [&](int64_t e, const at::Tensor& h, const at::Tensor& tokens) {
-      return hooks->fire(HookPoint::ffn_intermediate, layer, h, valid, e < 0 ? -2 : static_cast<int>(e), tokens);
-    };
-    observed = true;
-  }
-  if (hooks && hooks->wants(HookPoint::expert_output, layer)) {
-    cb.expert_output = [&](int64_t e, const at::Tensor& y, const at::Tensor& tokens) {
-      return hooks->fire(HookPoint::expert_output, layer, y, valid, e < 0 ? -2 : static_cast<int>(e), tokens);
-    };
-    observed = true;
-  }
+  const moe::MoECallbacks cb = hook_callbacks(hooks, layer, valid, &observed);
   moe::MoEOutput out = m->forward_full(x, observed ? &cb : nullptr);
   last_plan_ = out.plan;
   last_probs_ = out.route.probs.detach();

@@ -139,6 +139,10 @@ std::shared_ptr<MoeFFN> make_qwen2_moe_ffn(const ModelConfig& cfg, int64_t l);
 std::shared_ptr<MoeFFN> make_olmoe_ffn(const ModelConfig& cfg, int64_t l);
 std::shared_ptr<MoeFFN> make_moeforge_ffn(const ModelConfig& cfg, int64_t l);
 
+// The runtime's hooks of MoE layer `layer` as the MoE layer's callbacks (router_logits,
+// ffn_intermediate and expert_output per expert); *observed = whether any is set.
+moe::MoECallbacks hook_callbacks(Hooks* hooks, int layer, const at::Tensor& valid, bool* observed);
+
 // The expert activation for a config's hidden_act.
 moe::Act moe_activation(const std::string& hidden_act);
 
