@@ -1,7 +1,9 @@
 // moeforge train --recipe pretrain --config FILE [--init MODEL]: a model of any family the
 // runtime has, from scratch or continued from a checkpoint, trained on JSONL documents (MoE
 // families with their auxiliary losses); moeforge train MODEL --recipe router --config FILE:
-// routers (+ LoRA) of an MoE model fine-tuned with experts frozen (docs/training.md).
+// routers (+ LoRA) of an MoE model fine-tuned with experts frozen (docs/training.md); moeforge
+// train MODEL --recipe lora-moe --config FILE: LoRA experts in a frozen dense model, trained on
+// multiple-choice tasks over seeds (docs/lora-moe.md).
 #include <iostream>
 
 #include "cli/commands.h"
@@ -12,6 +14,7 @@
 #include "model/model.h"
 #include "model/size_limits.h"
 #include "tokenizer/tokenizer.h"
+#include "train/lora_moe_recipe.h"
 #include "train/pretrain.h"
 #include "train/pretrain_model.h"
 #include "train/router_recipe.h"
@@ -42,12 +45,15 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
   struct Opts {
     std::string model, recipe, config, output, json_out, init;
     bool hypermoe = false, expert_parallel = false;
-    int64_t expert_group_size = 0;
+    int64_t expert_group_size = 0, seeds = 0;
   };
   auto opts = std::make_shared<Opts>();
-  CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router)");
-  cmd->add_option("model", opts->model, "Model directory to fine-tune (recipe router; overrides the config's 'model')");
-  cmd->add_option("--recipe", opts->recipe, "Training recipe")->required()->check(CLI::IsMember({"pretrain", "router"}));
+  CLI::App* cmd = app.add_subcommand("train", "Train a model (recipes: pretrain, router, lora-moe)");
+  cmd->add_option("model", opts->model,
+                  "Model directory to fine-tune (recipes router and lora-moe; overrides the config's 'model')");
+  cmd->add_option("--recipe", opts->recipe, "Training recipe")
+      ->required()
+      ->check(CLI::IsMember({"pretrain", "router", "lora-moe"}));
   cmd->add_option("--config", opts->config, "Recipe config file (JSON, docs/training.md)")->required();
   cmd->add_option("--output", opts->output, "Run directory (overrides training.output_dir)");
   cmd->add_option("--init", opts->init, "pretrain: continue from this model directory (overrides training.init)");
@@ -62,7 +68,26 @@ void add_train_command(CLI::App& app, const GlobalOptions& globals) {
                   "with --expert-parallel: ranks per expert group (e.g. the GPUs of one node; the groups are data-"
                   "parallel replicas); default: the whole job")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--seeds", opts->seeds,
+                  "lora-moe: run this many seeds (training.seed, +1, ...) and report mean and std "
+                  "(overrides training.seeds)")
+      ->check(CLI::PositiveNumber);
   cmd->callback([opts, &globals]() {
+    if (opts->seeds > 0 && opts->recipe != "lora-moe") throw UsageError("--seeds belongs to the lora-moe recipe");
+    if (opts->recipe == "lora-moe") {
+      if (!opts->init.empty() || opts->hypermoe || opts->expert_parallel || opts->expert_group_size > 0)
+        throw UsageError("the lora-moe recipe takes MODEL, --config, --output, --seeds and --json");
+      if (dist::env_from_torchrun().world_size > 1) throw UsageError("the lora-moe recipe runs in one process");
+      LoraMoeRecipeConfig cfg = load_lora_moe_config(opts->config);
+      if (!opts->model.empty()) cfg.model_dir = opts->model;
+      if (!opts->output.empty()) cfg.trainer.out_dir = opts->output;
+      if (opts->seeds > 0) cfg.seeds = opts->seeds;
+      cfg.trainer.progress = !globals.quiet;
+      const LoraMoeRecipeResult r = run_lora_moe_recipe(cfg);
+      if (!opts->json_out.empty()) write_json_file(opts->json_out, r.summary);
+      std::cout << format_lora_moe_summary(r.summary);
+      return;
+    }
     // Under torchrun (or moeforge launch): data parallel over c10d; otherwise one process.
     std::shared_ptr<dist::Group> group = dist::init(dist::env_from_torchrun());
     const bool writer = group->rank() == 0;

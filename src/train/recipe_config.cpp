@@ -33,6 +33,20 @@ std::vector<std::string> config_string_list(const json& j, const std::string& ke
   return out;
 }
 
+void config_check_keys(const json& j, const std::string& section, const std::unordered_set<std::string>& known,
+                       const std::string& origin) {
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.count(it.key())) fail_file(origin, "unknown key '" + section + "." + it.key() + "'");
+}
+
+const json& config_section(const json& root, const std::string& name, const std::string& origin) {
+  static const json empty = json::object();
+  auto it = root.find(name);
+  if (it == root.end()) return empty;
+  if (!it->is_object()) fail_file(origin, "'" + name + "' must be an object");
+  return *it;
+}
+
 void read_shared_training_keys(const json& t, const std::string& origin, TrainerOptions& o) {
   o.adamw.weight_decay = json_get_or<double>(t, "weight_decay", o.adamw.weight_decay, origin);
   o.adamw.eps = json_get_or<double>(t, "eps", o.adamw.eps, origin);

@@ -4,6 +4,7 @@
 // and the dotted key: "<config>: training.lr must be positive".
 #pragma once
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "train/trainer.h"
@@ -17,6 +18,14 @@ std::string resolve_config_path(const std::string& base_dir, const std::string& 
 // `section.key` as a non-empty list of strings (a single string counts as a list of one).
 std::vector<std::string> config_string_list(const json& j, const std::string& key, const std::string& section,
                                             const std::string& origin);
+
+// Every key of the object `j` (the config's `section`, "" = the top level) must be in `known`;
+// otherwise "<origin>: unknown key '<section>.<key>'".
+void config_check_keys(const json& j, const std::string& section, const std::unordered_set<std::string>& known,
+                       const std::string& origin);
+
+// The object under `name` (an empty object when absent; error when it is not an object).
+const json& config_section(const json& root, const std::string& name, const std::string& origin);
 
 // Reads weight_decay, eps, betas, clip, bf16, eval_every, eval_batches, save_every,
 // keep_checkpoints and seed from the "training" object `t` into `o`, whose values on entry are

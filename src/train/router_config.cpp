@@ -10,35 +10,17 @@
 
 namespace mf {
 
-namespace {
-
-void check_keys(const json& j, const std::string& section, const std::unordered_set<std::string>& known,
-                const std::string& origin) {
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (!known.count(it.key())) fail_file(origin, "unknown key '" + section + "." + it.key() + "'");
-}
-
-const json& section(const json& root, const std::string& name, const std::string& origin) {
-  static const json empty = json::object();
-  auto it = root.find(name);
-  if (it == root.end()) return empty;
-  if (!it->is_object()) fail_file(origin, "'" + name + "' must be an object");
-  return *it;
-}
-
-}  // namespace
-
 RouterRecipeConfig load_router_config(const std::string& path) {
   json root = read_json_file(path);
   if (!root.is_object()) fail_file(path, "expected a JSON object");
-  check_keys(root, "", {"model", "training", "router", "lora", "mlp_router"}, path);
+  config_check_keys(root, "", {"model", "training", "router", "lora", "mlp_router"}, path);
   RouterRecipeConfig c;
   c.path = path;
   const std::string base = parent_dir(path).empty() ? "." : parent_dir(path);
   if (root.contains("model")) c.model_dir = resolve_config_path(base, json_get<std::string>(root, "model", path));
   if (!root.contains("training") || !root["training"].is_object()) fail_file(path, "missing object 'training'");
   const json& t = root["training"];
-  check_keys(t, "training",
+  config_check_keys(t, "training",
              {"seq_len", "packing", "batch_size", "grad_accum", "max_steps", "epochs", "lr", "min_lr", "warmup_ratio",
               "warmup_steps", "weight_decay", "betas", "eps", "clip", "bf16", "eval_every", "eval_batches",
               "save_every", "keep_checkpoints", "seed", "train_data", "validation_data", "tokenizer", "output_dir"},
@@ -76,8 +58,8 @@ RouterRecipeConfig load_router_config(const std::string& path) {
   c.tokenizer = resolve_config_path(base, json_get_or<std::string>(t, "tokenizer", "", path));
   o.out_dir = resolve_config_path(base, json_get_or<std::string>(t, "output_dir", "", path));
 
-  const json& r = section(root, "router", path);
-  check_keys(r, "router", {"balance_loss", "balance_coef", "balance_scale", "train"}, path);
+  const json& r = config_section(root, "router", path);
+  config_check_keys(r, "router", {"balance_loss", "balance_coef", "balance_scale", "train"}, path);
   c.balance_loss = json_get_or<std::string>(r, "balance_loss", "", path);
   if (!c.balance_loss.empty() && c.balance_loss != "hemoe" && c.balance_loss != "switch" &&
       c.balance_loss != "load_balancing" && c.balance_loss != "none")
@@ -90,8 +72,8 @@ RouterRecipeConfig load_router_config(const std::string& path) {
   else fail_file(path, "router.balance_scale must be \"tokens\" or \"experts\"");
   c.train_router = json_get_or<bool>(r, "train", true, path);
 
-  const json& l = section(root, "lora", path);
-  check_keys(l, "lora", {"enabled", "r", "alpha", "dropout", "targets"}, path);
+  const json& l = config_section(root, "lora", path);
+  config_check_keys(l, "lora", {"enabled", "r", "alpha", "dropout", "targets"}, path);
   c.lora_enabled = json_get_or<bool>(l, "enabled", true, path);
   c.lora.r = json_get_or<int64_t>(l, "r", 8, path);
   c.lora.alpha = json_get_or<double>(l, "alpha", 2.0 * static_cast<double>(c.lora.r), path);
@@ -101,8 +83,8 @@ RouterRecipeConfig load_router_config(const std::string& path) {
   if (c.lora.r <= 0) fail_file(path, "lora.r must be positive");
   if (!(c.lora.dropout >= 0 && c.lora.dropout < 1)) fail_file(path, "lora.dropout must lie in [0, 1)");
 
-  const json& m = section(root, "mlp_router", path);
-  check_keys(m, "mlp_router", {"epochs", "lr", "batch_tokens", "sample_tokens", "val_fraction"}, path);
+  const json& m = config_section(root, "mlp_router", path);
+  config_check_keys(m, "mlp_router", {"epochs", "lr", "batch_tokens", "sample_tokens", "val_fraction"}, path);
   c.mlp.epochs = json_get_or<int64_t>(m, "epochs", 30, path);
   c.mlp.lr = json_get_or<double>(m, "lr", 0.01, path);
   c.mlp.batch_tokens = json_get_or<int64_t>(m, "batch_tokens", 512, path);
