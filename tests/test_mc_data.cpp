@@ -169,15 +169,33 @@ TEST(McData, GenericPromptForYamlTasks) {
 }
 
 TEST(McData, MissingSplitIsOneLineNamingTheTask) {
-  auto tasks = eval::load_yaml_tasks(std::string(MOEFORGE_SOURCE_DIR) + "/tasks/reference-corpus.yaml");
+  // A YAML task with only a data file has only a test split.
+  const std::string yaml = temp_dir("only_test") + "/only_test.yaml";
+  write_file_atomic(yaml, "task: only_test\ndata_file: only_test.jsonl\noutput_type: multiple_choice\n"
+                          "doc_to_text: q\ndoc_to_choice: choices\ndoc_to_target: gold\n");
+  auto tasks = eval::load_yaml_tasks(yaml);
   const std::string e = error_of([&] { mc_items(tasks.front(), McSplit::Train, kData); });
-  EXPECT_EQ(e, "task 'wordnet_define' has no train split (it has: test)");
+  EXPECT_EQ(e, "task 'only_test' has no train split (it has: test)");
   EXPECT_EQ(error_of([&] { mc_items(builtin("boolq"), McSplit::Test, kData); }),
             "task 'boolq' has no test split (it has: train, validation)");
   // A split the task has, whose file is missing: the file and the task, one line.
   const std::string f = error_of([&] { mc_items(builtin("arc_easy"), McSplit::Train, kData); });
   EXPECT_EQ(f, kData + "/arc_easy/train.jsonl: no such file for task 'arc_easy'");
   for (const auto& m : {e, f}) EXPECT_EQ(m.find('\n'), std::string::npos);
+}
+
+// The reference corpus's tasks declare their three splits (scripts/build-corpus.sh writes
+// tasks/<task>.{train,validation}.jsonl beside the test file); the fixtures hold 6 / 3 / 2 rows.
+TEST(McData, ReferenceCorpusTasksHaveTrainValidationAndTest) {
+  const std::string data = std::string(MOEFORGE_TEST_DATA) + "/corpus_tasks";
+  for (const auto& t : eval::load_yaml_tasks(std::string(MOEFORGE_SOURCE_DIR) + "/tasks/reference-corpus.yaml")) {
+    if (t.name != "wordnet_define" && t.name != "foldoc_define" && t.name != "kjv_cloze") continue;
+    EXPECT_EQ(mc_items(t, McSplit::Train, data).size(), 6u) << t.name;
+    EXPECT_EQ(mc_items(t, McSplit::Validation, data).size(), 3u) << t.name;
+    const auto test = mc_items(t, McSplit::Test, data);
+    ASSERT_EQ(test.size(), 2u) << t.name;
+    EXPECT_EQ(test[0].labels, (std::vector<std::string>{"A", "B", "C", "D"})) << t.name;
+  }
 }
 
 TEST(McData, SplitFilesBesideTheTaskFileAndFromDatasetKwargs) {

@@ -4,7 +4,8 @@
 Input: a directory of extracted packages (one sub-directory per package, as made by
 `dpkg-deb -x pkg.deb ROOT/<package>`), a packages.json describing them and, for the
 scripture domain, a plain verse listing (`bible -f` output, one "Ge1:1 text" per line).
-Output: train/validation/test JSONL, manifest.json and the evaluation task data.
+Output: train/validation/test JSONL, manifest.json and the multiple-choice task data (items
+for each split, built from that split's documents).
 
 Standard library only. Everything is deterministic: documents are processed in sorted
 source order, splits and distractors are derived from sha256 hashes, and the output is
@@ -41,7 +42,14 @@ DOMAIN_CAPS = {
 # Licences are few and long: smaller sections give the held-out splits some documents.
 DOMAIN_MAX_DOC = {"legal": 3000}
 
+# Multiple-choice task items per split. The test items are the evaluation tasks of
+# tasks/reference-corpus.yaml; train and validation items (from the train and validation
+# documents) are for fine-tuning recipes. Changing TASK_MAX_ITEMS changes the test items.
 TASK_MAX_ITEMS = 1000
+TASK_MAX_TRAIN_ITEMS = 4000
+TASK_MAX_VALIDATION_ITEMS = TASK_MAX_ITEMS // 2
+TASK_SPLIT_CAPS = {"train": TASK_MAX_TRAIN_ITEMS, "validation": TASK_MAX_VALIDATION_ITEMS,
+                   "test": TASK_MAX_ITEMS}
 
 
 class CorpusError(Exception):
@@ -603,7 +611,14 @@ def explode_long(units, max_doc=None):
 
 
 # ---------------------------------------------------------------------------------------
-# Evaluation tasks (from test-split documents only)
+# Multiple-choice tasks. The items of a split (train, validation, test) come from that
+# split's documents only; the leakage filters below skip an item whose text also occurs in
+# another split (parallel KJV passages, FOLDOC's copies of Jargon File entries). Distractors
+# are drawn from the vocabulary of all splits. For split "test" this is the evaluation data.
+# The splits are built test first: a validation or train candidate whose question is that of
+# an item already made for another split (two WordNet senses with one gloss, "An early system
+# on the IBM 650.") is skipped, so no question is in two splits; the test items stay as they
+# were before the other splits existed.
 
 def mask_term(definition, term):
     pat = re.compile(r"(?<![\w])" + re.escape(term) + r"(?![\w])", re.I)
@@ -649,13 +664,13 @@ def make_item(rng, query, gold, distractors, extra):
     return item
 
 
-def limit_candidates(cands):
-    """At most TASK_MAX_ITEMS candidates, chosen by hash of their id (deterministic)."""
+def limit_candidates(cands, cap):
+    """At most cap candidates, chosen by hash of their id (deterministic)."""
     cands.sort(key=lambda c: sha256_hex("order:" + c[0]))
-    return sorted(cands[:TASK_MAX_ITEMS], key=lambda c: c[0])
+    return sorted(cands[:cap], key=lambda c: c[0])
 
 
-def task_wordnet_define(docs):
+def task_wordnet_define(docs, split, taken):
     pools = {}
     for d in docs["all"]:
         if d["domain"] == "lexicon":
@@ -667,7 +682,7 @@ def task_wordnet_define(docs):
                     pools.setdefault(s["pos"], []).append(w.lower())
     pools = {p: SimilarPool(ws, len) for p, ws in pools.items()}
     cands = []
-    for d in docs["test"]:
+    for d in docs[split]:
         if d["domain"] != "lexicon":
             continue
         for s in d["units"]:
@@ -678,9 +693,11 @@ def task_wordnet_define(docs):
                 continue  # single plain words only: multi-word choices are a giveaway
             if re.search(r"(?<![\w])" + re.escape(gold) + r"(?![\w])", s["definition"], re.I):
                 continue  # the gloss gives the word away
+            if s["definition"] in taken:
+                continue  # the question of another split's item
             cands.append(("wn-%s-%s" % (s["pos"], s["offset"]), s, gold))
     items = []
-    for cid, s, gold in limit_candidates(cands):
+    for cid, s, gold in limit_candidates(cands, TASK_SPLIT_CAPS[split]):
         rng = random.Random("wordnet_define:" + cid)
         forbid = set(w.lower() for w in s["words"])
         dis = pools[s["pos"]].pick(rng, gold, 3, forbid)
@@ -693,31 +710,33 @@ def term_key(term):
     return " ".join(term.lower().split())
 
 
-def task_foldoc_define(docs):
+def task_foldoc_define(docs, split, taken):
     terms = sorted(set(m["term"] for d in docs["all"] if d["domain"] == "computing"
                        for m in d["units"] if m))
     pool = SimilarPool(terms, len)
     jargon_outside = set(term_key(m["term"]) for d in docs["all"]
-                         if d["domain"] == "computing" and d["split"] != "test"
+                         if d["domain"] == "computing" and d["split"] != split
                          for m in d["units"] if m and m.get("kind") == "jargon")
     cands = []
-    for d in docs["test"]:
+    for d in docs[split]:
         if d["domain"] != "computing":
             continue
         for m in d["units"]:
             if not m:
                 continue
             if m["from_jargon"] and term_key(m["term"]) in jargon_outside:
-                continue  # FOLDOC's copy of a Jargon File entry that training text contains
+                continue  # FOLDOC's copy of a Jargon File entry that another split contains
             term = m["term"]
             if len(term) < 2 or len(term) > 40:
                 continue
             q = first_sentences(mask_term(m["definition"], term))
             if len(q) < 20 or re.match(r"(see|synonym|abbreviation) ", q, re.I):
                 continue  # "See ___." gives nothing to go on
+            if q in taken:
+                continue  # the question of another split's item
             cands.append(("%s-%s" % (m["kind"], sha256_hex(term)[:12]), term, q))
     items = []
-    for cid, term, q in limit_candidates(cands):
+    for cid, term, q in limit_candidates(cands, TASK_SPLIT_CAPS[split]):
         rng = random.Random("foldoc_define:" + cid)
         forbid = set(t for t in terms if t.lower() == term.lower())
         dis = pool.pick(rng, term, 3, forbid)
@@ -733,7 +752,7 @@ def case_class(w):
     return "upper" if w.isupper() and len(w) > 1 else "title" if w[0].isupper() else "lower"
 
 
-def task_kjv_cloze(docs):
+def task_kjv_cloze(docs, split, taken):
     freq = {}
     seen_outside = set()
     for d in docs["all"]:
@@ -743,9 +762,9 @@ def task_kjv_cloze(docs):
             m = LAST_WORD.match(v["verse"]) if v else None
             if m:
                 freq[m.group(2)] = freq.get(m.group(2), 0) + 1
-                # A test verse whose prefix also occurs outside the test split (parallel
-                # passages) would be answerable from memory, so it is skipped below.
-                if d["split"] != "test":
+                # A verse whose prefix also occurs outside this split (parallel passages)
+                # would be answerable from another split's text, so it is skipped below.
+                if d["split"] != split:
                     seen_outside.add(m.group(1))
     rank = {w: i for i, w in enumerate(sorted(freq, key=lambda w: (-freq[w], w)))}
     # distractors: verse-final words of the same capitalisation with the closest frequency
@@ -755,7 +774,7 @@ def task_kjv_cloze(docs):
         pools.setdefault(case_class(w), []).append(w)
     pools = {c: SimilarPool(ws, lambda w: 4 * rank[w] + len(w)) for c, ws in pools.items()}
     cands = []
-    for d in docs["test"]:
+    for d in docs[split]:
         if d["domain"] != "scripture":
             continue
         for v in d["units"]:
@@ -763,11 +782,11 @@ def task_kjv_cloze(docs):
             if not m or len(m.group(2)) < 2:
                 continue
             prefix, gold = m.group(1), m.group(2)
-            if prefix in seen_outside or len(prefix) < 20:
+            if prefix in seen_outside or len(prefix) < 20 or prefix in taken:
                 continue
             cands.append(("kjv-" + v["ref"].replace(" ", "_"), v["ref"], prefix, gold))
     items = []
-    for cid, ref, prefix, gold in limit_candidates(cands):
+    for cid, ref, prefix, gold in limit_candidates(cands, TASK_SPLIT_CAPS[split]):
         rng = random.Random("kjv_cloze:" + cid)
         dis = pools[case_class(gold)].pick(rng, gold, 3, {gold})
         if len(dis) == 3:
@@ -777,6 +796,12 @@ def task_kjv_cloze(docs):
 
 TASKS = {"wordnet_define": task_wordnet_define, "foldoc_define": task_foldoc_define,
          "kjv_cloze": task_kjv_cloze}
+
+
+def task_file(name, split):
+    """tasks/<name>.jsonl holds the test items (the evaluation data, as before train and
+    validation items existed); the other splits are tasks/<name>.<split>.jsonl."""
+    return "tasks/%s.jsonl" % name if split == "test" else "tasks/%s.%s.jsonl" % (name, split)
 
 
 # ---------------------------------------------------------------------------------------
@@ -872,7 +897,9 @@ def build(args):
                                   domain_caps=DOMAIN_CAPS, domain_max_doc=DOMAIN_MAX_DOC,
                                   split_rule="int(sha256(text)[:8], 16) % 100: 0-1 test, "
                                              "2-3 validation, 4-99 train",
-                                  task_max_items=TASK_MAX_ITEMS))
+                                  task_max_items=TASK_MAX_ITEMS,
+                                  task_max_items_train=TASK_MAX_TRAIN_ITEMS,
+                                  task_max_items_validation=TASK_MAX_VALIDATION_ITEMS))
     for s in splits:
         lines = []
         for d in by_split[s]:
@@ -903,15 +930,26 @@ def build(args):
 
     tdir = os.path.join(args.out, "tasks")
     os.makedirs(tdir, exist_ok=True)
-    docs = dict(all=all_docs, test=by_split["test"])
+    docs = dict(all=all_docs, **by_split)
     for name, fn in sorted(TASKS.items()):
-        items = fn(docs)
-        lines = [json.dumps(it, ensure_ascii=False) for it in items]
-        data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
-        write_atomic(os.path.join(tdir, name + ".jsonl"), data)
-        manifest["tasks"][name] = dict(file="tasks/%s.jsonl" % name, items=len(items),
-                                       bytes=len(data), sha256=sha256_hex(data))
-        print("corpus: task %-15s %5d items" % (name, len(items)), file=sys.stderr)
+        files, split_of_id, taken = {}, {}, set()
+        for s in ["test", "validation", "train"]:  # test first: it must not change
+            items = fn(docs, s, taken)
+            for it in items:  # items of different splits come from different documents
+                if split_of_id.setdefault(it["id"], s) != s:
+                    raise CorpusError("task %s: item id %s in both the %s and the %s split" %
+                                      (name, it["id"], split_of_id[it["id"]], s))
+            taken.update(it["query"] for it in items)
+            lines = [json.dumps(it, ensure_ascii=False) for it in items]
+            data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+            write_atomic(os.path.join(args.out, task_file(name, s)), data)
+            files[s] = dict(file=task_file(name, s), items=len(items), bytes=len(data),
+                            sha256=sha256_hex(data))
+        # the task's own keys describe the test items (the evaluation data)
+        manifest["tasks"][name] = dict(files["test"], splits={s: files[s] for s in splits})
+        print("corpus: task %-15s %5d train, %4d validation, %4d test items" %
+              (name, files["train"]["items"], files["validation"]["items"],
+               files["test"]["items"]), file=sys.stderr)
 
     data = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     write_atomic(os.path.join(args.out, "manifest.json"), data)

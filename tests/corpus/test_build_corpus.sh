@@ -36,7 +36,7 @@ echo "ok: deterministic output"
 
 # 2. Content checks, written independently of the builder.
 python3 - "$tmp/a" <<'EOF' || fail "content checks"
-import hashlib, json, os, sys
+import hashlib, json, os, re, sys
 out = sys.argv[1]
 DOMAINS = {"dictionary", "lexicon", "scripture", "computing", "humor", "code", "legal",
            "translation"}
@@ -108,39 +108,84 @@ for split in docs:
 check(man["packages"]["wordnet-base"]["licence"] == ["GPL-2+"], "DEP-5 licence of wordnet-base: %s" % man["packages"]["wordnet-base"])
 check("GFDL" in man["packages"]["dict-foldoc"]["licence"], "free-form licence of dict-foldoc")
 
-# tasks: 4 distinct choices, gold in range, built only from test documents
+# tasks: one file per split (tasks/<task>.jsonl is the test split), 4 distinct choices, gold
+# in range, each split's items built only from that split's documents
+# The test items as built before train/validation items were added (issue 17): the committed
+# evaluation results depend on them, so adding the other splits must not change them.
+TEST_TASK_SHA256 = {
+    "wordnet_define": "9e193d4156254cbb590213b1b2d129fb718c6e5b7f0d8af881d1a1fdacf0148d",
+    "foldoc_define": "93d4372624e6cf0d8951e7405f73dea81e7ddf6078b97b411525f81dbe4ea97c",
+    "kjv_cloze": "a8fded044bfad705a325920d5a2447cd25e8cc15e85a29199476159ff19ff47b",
+}
 held = {s: "\n".join(d["text"] for d in docs[s]) for s in docs}
+n_items = {}
 for task in ["wordnet_define", "foldoc_define", "kjv_cloze"]:
-    path = os.path.join(out, "tasks", task + ".jsonl")
-    items = [json.loads(l) for l in open(path, encoding="utf-8")]
-    check(len(items) > 0, "%s: no items" % task)
-    check(man["tasks"][task]["items"] == len(items), "%s: manifest item count" % task)
-    for it in items:
-        check(isinstance(it["query"], str) and it["query"], "%s %s: query" % (task, it["id"]))
-        ch = it["choices"]
-        check(len(ch) == 4 and len(set(ch)) == 4, "%s %s: choices %s" % (task, it["id"], ch))
-        check(isinstance(it["gold"], int) and 0 <= it["gold"] < 4, "%s %s: gold" % (task, it["id"]))
-        gold = ch[it["gold"]]
-        if task == "kjv_cloze":
-            verse = it["query"] + " " + gold
-            check(verse in held["test"], "kjv_cloze %s: verse not in a test document" % it["id"])
-            check(verse not in held["train"] and verse not in held["validation"],
-                  "kjv_cloze %s: verse also in training text" % it["id"])
-        elif task == "wordnet_define":
-            check(("%s (%s): %s." % (gold, it["pos"], it["query"])).lower() in held["test"].lower()
-                  or (" (%s): %s." % (it["pos"], it["query"])) in held["test"],
-                  "wordnet_define %s: gloss not in a test document" % it["id"])
-            check(gold.lower() not in it["query"].lower().split(), "wordnet_define %s: word in gloss" % it["id"])
-        else:
-            check(any(d["text"].startswith(gold + "\n\n") or ("\n\n" + gold + "\n\n") in d["text"]
-                      for d in docs["test"]), "foldoc_define %s: term not in a test document" % it["id"])
-            check("___" in it["query"] or gold.lower() not in it["query"].lower(),
-                  "foldoc_define %s: term not masked" % it["id"])
+    items, split_of_id, split_of_query = {}, {}, {}
+    for split in ["train", "validation", "test"]:
+        rel = "tasks/%s.jsonl" % task if split == "test" else "tasks/%s.%s.jsonl" % (task, split)
+        path = os.path.join(out, rel)
+        if not os.path.exists(path):
+            errors.append("%s: missing" % rel)
+            continue
+        data = open(path, "rb").read()
+        items[split] = []
+        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            try:
+                items[split].append(json.loads(line))
+            except ValueError:
+                errors.append("%s:%d: not JSON" % (rel, n))
+        n_items[task, split] = len(items[split])
+        m = man["tasks"][task]["splits"].get(split, {})
+        check(m.get("file") == rel and m.get("items") == len(items[split]) and
+              m.get("bytes") == len(data) and m.get("sha256") == hashlib.sha256(data).hexdigest(),
+              "%s: manifest entry of the %s split: %s" % (task, split, m))
+        if split == "test":
+            check(hashlib.sha256(data).hexdigest() == TEST_TASK_SHA256[task],
+                  "%s: test items changed" % rel)
+            check({k: man["tasks"][task].get(k) for k in m} == m,
+                  "%s: manifest keys of the task are not those of its test split" % task)
+        for it in items[split]:
+            # no item, and no question, in two splits of a task
+            if split_of_id.setdefault(it.get("id"), split) != split:
+                errors.append("%s %s: id in the %s and %s splits" % (task, it.get("id"), split_of_id[it.get("id")], split))
+            if split_of_query.setdefault(it.get("query"), split) != split:
+                errors.append("%s %s: query also in the %s split" % (task, it.get("id"), split_of_query[it.get("query")]))
+    check(len(items.get("test", [])) > 0, "%s: no test items" % task)
+    check(len(items.get("train", [])) > 0, "%s: no train items" % task)
+    fields = set(items["test"][0]) if items.get("test") else set()
+    for split in items:
+        others = "\n".join(held[s] for s in held if s != split)
+        for it in items[split]:
+            check(set(it) == fields, "%s %s %s: fields %s" % (task, split, it.get("id"), sorted(it)))
+            if set(it) != fields:
+                continue
+            check(isinstance(it["query"], str) and it["query"], "%s %s: query" % (task, it["id"]))
+            ch = it["choices"]
+            check(len(ch) == 4 and len(set(ch)) == 4, "%s %s: choices %s" % (task, it["id"], ch))
+            check(isinstance(it["gold"], int) and 0 <= it["gold"] < 4, "%s %s: gold" % (task, it["id"]))
+            gold = ch[it["gold"]]
+            if task == "kjv_cloze":
+                verse = it["query"] + " " + gold
+                check(verse in held[split], "kjv_cloze %s: verse not in a %s document" % (it["id"], split))
+                check(verse not in others, "kjv_cloze %s: verse also in another split" % it["id"])
+            elif task == "wordnet_define":
+                check(("%s (%s): %s." % (gold, it["pos"], it["query"])).lower() in held[split].lower()
+                      or (" (%s): %s." % (it["pos"], it["query"])) in held[split],
+                      "wordnet_define %s: gloss not in a %s document" % (it["id"], split))
+                check(gold.lower() not in it["query"].lower().split(), "wordnet_define %s: word in gloss" % it["id"])
+            else:
+                check(any(d["text"].startswith(gold + "\n\n") or ("\n\n" + gold + "\n\n") in d["text"]
+                          for d in docs[split]),
+                      "foldoc_define %s: term not in a %s document" % (it["id"], split))
+                # the term as a whole word is masked ("heuristics" may stay for "heuristic")
+                check(not re.search(r"(?<!\w)" + re.escape(gold) + r"(?!\w)", it["query"], re.I),
+                      "foldoc_define %s: term not masked" % it["id"])
+check(sum(n_items.get((t, "validation"), 0) for t in TEST_TASK_SHA256) > 0, "no validation items")
 for e in errors[:20]:
     print("  " + e, file=sys.stderr)
 sys.exit(1 if errors else 0)
 EOF
-echo "ok: documents, splits, dedup, cleaning, manifest, tasks"
+echo "ok: documents, splits, dedup, cleaning, manifest, task items per split"
 
 # 3. Bad input: one-line error naming the file, exit status 1, no traceback.
 rm -rf "$tmp/root/dict-jargon"
