@@ -373,6 +373,59 @@ TEST(LoraMoe, GmoeLossesEqualDirectCallsOnTheKeptProbabilities) {
   EXPECT_TRUE(c.model->aux_losses().empty());
 }
 
+// reference_compat: padding counts in every loss, MixLoRA's balance loss takes softmax of the
+// probabilities (HF's Mixtral formula on softmax(p), written out here), and GMoE's Normal target is
+// normalised over all layers (equal sigmas at init: each layer's target / L) by the model-level loss.
+TEST(LoraMoe, ReferenceCompatReproducesTheReferencesLossNumerics) {
+  torch::manual_seed(3);
+  const at::Tensor ids = at::randint(0, 64, {2, 7}, at::kLong);
+  at::Tensor mask = at::ones({2, 7}, at::kLong);
+  mask.index_put_({1, at::indexing::Slice(4, 7)}, 0);  // right padding in the second row
+  {
+    LoraMoeOptions opt = lora_moe_defaults("mixlora");
+    opt.reference_compat = true;
+    Converted c = converted(opt);
+    c.model->train();
+    c.model->forward_hidden(ids, mask);
+    double want = 0, got = 0;
+    for (const auto& a : c.model->aux_losses()) got += a.value.item<double>();
+    for (const auto& b : c.blocks) {
+      const at::Tensor P = at::softmax(b->last_probs().detach(), -1);  // softmax of probabilities
+      const at::Tensor sel = b->last_selection();
+      const int64_t N = P.size(0), E = P.size(1);
+      ASSERT_EQ(N, 14);  // padding included
+      at::Tensor mean_p = P.mean(0);
+      double lb = 0;
+      for (int64_t j = 0; j < sel.size(1); ++j)
+        for (int64_t e = 0; e < E; ++e)
+          lb += (sel.select(1, j) == e).sum().item<double>() / N * mean_p[e].item<double>();
+      want += E * lb * opt.aux_coef / static_cast<double>(c.blocks.size());
+    }
+    EXPECT_NEAR(got, want, 1e-12);
+  }
+  LoraMoeOptions opt = lora_moe_defaults("gmoe");
+  opt.reference_compat = true;
+  Converted c = converted(opt);
+  c.model->train();
+  c.model->forward_hidden(ids, mask);
+  std::map<std::string, int> entries;
+  for (const auto& a : c.model->aux_losses()) ++entries[a.name];
+  EXPECT_EQ(entries, (std::map<std::string, int>{{"poisson_loss", 2}}));  // Normal: the model-level loss
+  const double L = static_cast<double>(c.blocks.size());
+  double want = 0;
+  for (const auto& b : c.blocks) {
+    // Counts over all 14 tokens: k * sum of the selected (pre-renormalisation) probabilities.
+    const at::Tensor p = b->last_probs().detach(), sel = b->last_selection();
+    const at::Tensor counts = b->last_counts().detach();
+    EXPECT_NEAR(counts.sum().item<double>(), 2.0 * p.gather(1, sel).sum().item<double>(), 1e-10);
+    const at::Tensor v_a = std::get<0>(counts.sort(0, true)) / counts.sum();
+    const at::Tensor target = moe::normal_target(b->num_experts(), b->graph_router()->normal_sigma().detach()) / L;
+    want += (target * (target / (v_a + 1e-8)).log().abs()).sum().item<double>() / L;
+  }
+  want *= opt.normal_coef;
+  EXPECT_NEAR(lora_moe_reference_normal_loss(*c.model).item<double>(), want, 1e-10 * std::max(1.0, want));
+}
+
 TEST(LoraMoe, TelemetryCountsTheRoutedTokens) {
   Converted c = converted(lora_moe_defaults("mixlora"));
   at::NoGradGuard ng;

@@ -375,7 +375,8 @@ at::Tensor LoraMoeFFN::forward(const at::Tensor& x, const FfnContext& ctx) {
   last_logits_ = kept_for_loss_ ? out.route.logits : out.route.logits.detach();
   last_probs_ = kept_for_loss_ ? out.route.probs : out.route.probs.detach();
   last_counts_ = at::Tensor();
-  if (kept_for_loss_ && graph_) last_counts_ = balance_.update(0, out.route.probs, out.route.idx, valid);
+  if (kept_for_loss_ && graph_)
+    last_counts_ = balance_.update(0, out.route.probs, out.route.idx, opt_.reference_compat ? at::Tensor() : valid);
   return out.y;
 }
 
@@ -384,7 +385,7 @@ std::vector<AuxLoss> LoraMoeFFN::aux_losses() const {
   if (!kept_for_loss_) return v;
   // This layer's share of the mean over layers (see the header).
   const double share = 1.0 / static_cast<double>(num_layers_);
-  const at::Tensor& valid = last_valid_;
+  const at::Tensor valid = opt_.reference_compat ? at::Tensor() : last_valid_;  // the references count padding
   if (opt_.aux_coef > 0) {
     at::Tensor lb;
     if (opt_.routing == "mixlora-switch") {
@@ -397,7 +398,8 @@ std::vector<AuxLoss> LoraMoeFFN::aux_losses() const {
       lb = moe::hemoe_balance_loss(chosen, last_probs_, std::vector<int64_t>(static_cast<size_t>(num_experts_), 1),
                                    valid, 1.0, false, 1.0);
     } else {
-      lb = moe::mixtral_balance_loss({last_logits_}, k_, valid, true);
+      // The GMoE fork hands probabilities to the loss, which applies softmax again.
+      lb = moe::mixtral_balance_loss({opt_.reference_compat ? last_probs_ : last_logits_}, k_, valid, true);
     }
     v.push_back({"balance_loss", lb * (opt_.aux_coef * share)});
   }
@@ -405,7 +407,7 @@ std::vector<AuxLoss> LoraMoeFFN::aux_losses() const {
   if (graph_ && opt_.poisson_coef > 0)
     v.push_back({"poisson_loss", moe::poisson_distinction_loss({last_probs_}, {graph_->poisson_lambda()}, valid) *
                                      (opt_.poisson_coef * share)});
-  if (graph_ && opt_.normal_coef > 0 && last_counts_.defined())
+  if (graph_ && opt_.normal_coef > 0 && last_counts_.defined() && !opt_.reference_compat)
     v.push_back({"normal_loss",
                  moe::normal_balance_loss({last_counts_}, {graph_->normal_sigma()}) * (opt_.normal_coef * share)});
   return v;
@@ -423,6 +425,20 @@ std::optional<MoeLayerStats> LoraMoeFFN::moe_stats() const {
   for (int64_t t : s.tokens_per_expert) routed += t;
   if (s.tokens > 0) s.active_ffn_fraction = static_cast<double>(routed) / static_cast<double>(s.tokens);
   return s;
+}
+
+at::Tensor lora_moe_reference_normal_loss(const Model& model) {
+  std::vector<at::Tensor> counts, sigmas;
+  double coef = 0.0;
+  for (int64_t l = 0; l < model.config().num_layers; ++l) {
+    auto b = std::dynamic_pointer_cast<LoraMoeFFN>(model.ffn(l));
+    if (!b || !b->graph_router() || !b->last_counts().defined()) continue;
+    counts.push_back(b->last_counts());
+    sigmas.push_back(b->graph_router()->normal_sigma());
+    coef = b->options().normal_coef;
+  }
+  if (counts.empty()) return at::zeros({}, at::kFloat);
+  return moe::normal_balance_loss(counts, sigmas, true) * coef;
 }
 
 void convert_to_lora_moe(Model& model, const LoraMoeOptions& opt_in, uint64_t seed) {

@@ -74,6 +74,13 @@ struct LoraMoeOptions {
   double normal_coef = 0.0;   // gmoe: Normal balance loss
   int64_t capacity = 0;        // tokens per expert and capacity group (0 = dropless)
   int64_t capacity_group = 0;  // tokens per capacity group (0 = the whole micro-batch); mLoRA: one sequence
+  // The references' loss numerics, for comparison only (docs/lora-moe.md "Reference compatibility"):
+  // padding tokens count in every loss and in GMoE's running counts; the Mixtral load-balancing
+  // loss takes the softmax of the probabilities again (the GMoE fork's double softmax); GMoE's
+  // Normal target is normalised over the whole [layers x E] tensor (the §4.3 bug), which couples
+  // the layers, so the blocks then report no Normal loss and lora_moe_reference_normal_loss()
+  // gives it for the whole model.
+  bool reference_compat = false;
 };
 
 // The routings, in documentation order.
@@ -163,6 +170,11 @@ class LoraMoeFFN : public FfnBlock {
 // the model. Only dense gated (SwiGLU) FFNs: any other block, and invalid options, are one-line
 // mf::Errors raised before the model is changed.
 void convert_to_lora_moe(Model& model, const LoraMoeOptions& opt, uint64_t seed);
+
+// With reference_compat: the GMoE reference's Normal balance loss of the model's last training
+// forward, coefficient applied (normal_balance_loss over every block's counts and sigma with the
+// whole-tensor normalisation); 0 when no block has counts.
+at::Tensor lora_moe_reference_normal_loss(const Model& model);
 
 // Trainable parameters of a converted model: per layer E_l * r * (d + f) per targeted projection,
 // plus the router (linear: E_l * d; graph: 2 d g + L_g g^2 + g + 2 — X is frozen, lambda and

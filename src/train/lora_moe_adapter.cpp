@@ -128,6 +128,7 @@ json config_json(const Model& model, const std::vector<std::shared_ptr<LoraMoeFF
   loss["z_coef"] = o.z_coef;
   loss["poisson_coef"] = o.poisson_coef;
   loss["normal_coef"] = o.normal_coef;
+  loss["reference_compat"] = o.reference_compat;
   json base = json::object();
   base["model_type"] = cfg.model_type;
   base["hidden_size"] = cfg.hidden_size;
@@ -235,6 +236,7 @@ LoraMoeOptions options_from_json(const json& j, const std::string& path, int64_t
   o.z_coef = json_get<double>(loss, "z_coef", path);
   o.poisson_coef = json_get<double>(loss, "poisson_coef", path);
   o.normal_coef = json_get<double>(loss, "normal_coef", path);
+  o.reference_compat = json_get_or<bool>(loss, "reference_compat", false, path);
   return naming(path, [&] { return checked_lora_moe_options(o); });
 }
 

@@ -18,7 +18,7 @@ void read_moe_options(const json& m, const std::string& path, LoraMoeOptions& o)
   config_check_keys(m, "lora_moe",
                     {"experts", "layer_experts", "top_k", "top_p", "r", "alpha", "dropout", "targets",
                      "router_init_std", "jitter", "aux_coef", "z_coef", "poisson_coef", "normal_coef", "capacity",
-                     "dim_gcn", "gcn_layers", "edges_threshold"},
+                     "dim_gcn", "gcn_layers", "edges_threshold", "reference_compat"},
                     path);
   o.experts = json_get_or<int64_t>(m, "experts", o.experts, path);
   if (m.contains("layer_experts")) {
@@ -46,6 +46,7 @@ void read_moe_options(const json& m, const std::string& path, LoraMoeOptions& o)
   o.graph.dim_gcn = json_get_or<int64_t>(m, "dim_gcn", o.graph.dim_gcn, path);
   o.graph.gcn_layers = json_get_or<int64_t>(m, "gcn_layers", o.graph.gcn_layers, path);
   o.graph.edges_threshold = json_get_or<double>(m, "edges_threshold", o.graph.edges_threshold, path);
+  o.reference_compat = json_get_or<bool>(m, "reference_compat", false, path);
   try {
     o = checked_lora_moe_options(o);
   } catch (const Error& e) {

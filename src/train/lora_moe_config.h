@@ -27,7 +27,9 @@ struct LoraMoeRecipeConfig {
   std::string data_dir = ".";
   SplitPolicy split_policy = SplitPolicy::TaskSplits;
   McSftOptions sft;
-  int64_t max_train_items = 0, max_validation_items = 0, max_test_items = 0;  // per task; 0 = all
+  // Per task (0 = all): train / validation items spread evenly over the split; the first test
+  // items (lm-eval's --limit, so that both protocols score the same items).
+  int64_t max_train_items = 0, max_validation_items = 0, max_test_items = 0;
   // Training: the shared loop's options (lr constant by default: min_lr = lr, no warmup, GMoE).
   TrainerOptions trainer;
   double epochs = 0;  // > 0: max_steps = ceil(epochs * train items / (batch_size * grad_accum))

@@ -40,9 +40,14 @@ struct RecipeModule : torch::nn::Module {
   std::shared_ptr<LoraAdapters> lora;
 };
 
-std::vector<McItem> first_n(std::vector<McItem> v, int64_t n) {
-  if (n > 0 && static_cast<int64_t>(v.size()) > n) v.resize(static_cast<size_t>(n));
-  return v;
+// n items spread evenly over the split (item floor(i N / n)), so that a subset of a file sorted
+// by id (the reference corpus's) still covers all of it; all of them when n is 0 or >= N.
+std::vector<McItem> spread_subset(std::vector<McItem> v, int64_t n) {
+  const auto N = static_cast<int64_t>(v.size());
+  if (n <= 0 || n >= N) return v;
+  std::vector<McItem> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(std::move(v[static_cast<size_t>(i * N / n)]));
+  return out;
 }
 
 McScore score_of(int64_t correct, int64_t n) {
@@ -152,10 +157,13 @@ class Recipe {
         const eval::TaskDef* def = registry_.find_task(leaf);
         TaskItems t;
         t.task = leaf;
-        t.train = first_n(mc_items(*def, McSplit::Train, cfg_.data_dir, cfg_.split_policy), cfg_.max_train_items);
+        t.train = spread_subset(mc_items(*def, McSplit::Train, cfg_.data_dir, cfg_.split_policy), cfg_.max_train_items);
         t.validation =
-            first_n(mc_items(*def, McSplit::Validation, cfg_.data_dir, cfg_.split_policy), cfg_.max_validation_items);
-        t.test = first_n(mc_items(*def, McSplit::Test, cfg_.data_dir, cfg_.split_policy), cfg_.max_test_items);
+            spread_subset(mc_items(*def, McSplit::Validation, cfg_.data_dir, cfg_.split_policy), cfg_.max_validation_items);
+        t.test = mc_items(*def, McSplit::Test, cfg_.data_dir, cfg_.split_policy);
+        // The first ones, as lm-eval's --limit takes them, so both protocols score the same items.
+        if (cfg_.max_test_items > 0 && static_cast<int64_t>(t.test.size()) > cfg_.max_test_items)
+          t.test.resize(static_cast<size_t>(cfg_.max_test_items));
         for (const auto* part : {&t.train, &t.validation, &t.test})
           if (part->empty()) fail_file(cfg_.data_dir, "task '" + leaf + "' has an empty split");
         tasks_.push_back(std::move(t));
@@ -318,6 +326,8 @@ LoraMoeRun Recipe::run(uint64_t seed) {
     return (mc_batch(examples_of_rows(windows), pad_id_, cfg_.sft).targets != -100).sum().item<double>();
   };
   if (!plain()) opt.loss_terms.push_back({"aux_loss", [&] { return model->aux_loss(); }});
+  if (!plain() && cfg_.moe.reference_compat && cfg_.moe.routing == "gmoe")
+    opt.loss_terms.push_back({"normal_loss_reference", [&] { return lora_moe_reference_normal_loss(*model); }});
 
   // Resumed run: the best so far is what RUN/best records.
   const std::string record_path = path_join(run.dir, "selection.json");
