@@ -20,7 +20,6 @@
 //     (in the step, layer 0's does not: the share is an upper bound). Counters: median router_ms,
 //     gmoe_step_ms, router_share = router_ms / gmoe_step_ms (acceptance: <= 0.25).
 //   ./build/moeforge_bench --benchmark_filter='LoraMoeStep|GmoeRouterShare'
-#if __has_include("model/lora_moe_ffn.h")
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -207,5 +206,3 @@ void BM_GmoeRouterShare(benchmark::State& state) {
 BENCHMARK(BM_GmoeRouterShare)->Iterations(5)->Unit(benchmark::kSecond)->UseRealTime();
 
 }  // namespace
-
-#endif  // __has_include("model/lora_moe_ffn.h")

@@ -163,9 +163,8 @@ TEST(LoraMoeRecipe, KeepsTheBestValidationAdapterAndSummarisesSeeds) {
 }
 
 TEST(LoraMoeRecipe, KilledRunResumesToTheSameResults) {
-  // GMoE is left out: its Normal-loss running counts start at zero on every run (the reference's
-  // behaviour), so a resumed GMoE run is not bit-identical (docs/lora-moe.md).
-  LoraMoeRecipeConfig whole = config("mixlora", fresh_dir("mf_lmr_whole"));
+  // GMoE: its Normal loss's running counts (kept outside the blocks' tensors) must resume too.
+  LoraMoeRecipeConfig whole = config("gmoe", fresh_dir("mf_lmr_whole"));
   whole.trainer.save_every = 2;
   whole.lm_eval_protocol = false;
   const auto a = run_lora_moe_recipe(whole);

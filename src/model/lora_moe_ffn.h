@@ -135,6 +135,10 @@ class LoraMoeFFN : public FfnBlock {
   const at::Tensor& last_counts() const { return last_counts_; }
   // Running counts of the Normal balance loss (reset at construction, like the reference's).
   void reset_balance_counts() { balance_.reset(); }
+  // The running counts (undefined before the first training forward) and their restoration, for
+  // checkpoints of a training run (exact resume).
+  const at::Tensor& balance_counts() const { return balance_.running(0); }
+  void set_balance_counts(const at::Tensor& counts) { balance_.set_running(0, counts); }
   // Tokens per capacity group (mixlora-switch: the recipe sets the padded sequence length).
   void set_capacity_group(int64_t tokens);
 

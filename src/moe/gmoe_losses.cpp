@@ -122,6 +122,11 @@ const at::Tensor& GmoeBalanceState::running(int64_t layer) const {
   return running_[static_cast<size_t>(layer)];
 }
 
+void GmoeBalanceState::set_running(int64_t layer, const at::Tensor& counts) {
+  TORCH_CHECK(layer >= 0 && layer < num_layers(), "GmoeBalanceState: layer ", layer, " out of range");
+  running_[static_cast<size_t>(layer)] = counts.detach().clone();
+}
+
 void GmoeBalanceState::reset() {
   for (auto& r : running_) r = at::Tensor();
 }

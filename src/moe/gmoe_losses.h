@@ -75,6 +75,8 @@ class GmoeBalanceState {
   const at::Tensor& running(int64_t layer) const;
   int64_t num_layers() const { return static_cast<int64_t>(running_.size()); }
   void reset();  // back to zero (undefined) for every layer
+  // Restores a layer's running count (a resumed training run; detached copy).
+  void set_running(int64_t layer, const at::Tensor& counts);
 
  private:
   std::vector<at::Tensor> running_;

@@ -31,13 +31,36 @@ struct TaskItems {
   std::vector<McItem> train, validation, test;
 };
 
+// GMoE's running expert counts as buffers, so that checkpoints carry them (the blocks keep them
+// outside their tensors, as the reference does): copied in after every optimizer step, back into
+// the blocks before the first forward of a (resumed) run.
+struct BalanceCounts : torch::nn::Module {
+  explicit BalanceCounts(const std::vector<std::shared_ptr<LoraMoeFFN>>& blocks) : blocks(blocks) {
+    for (size_t i = 0; i < blocks.size(); ++i)
+      counts.push_back(register_buffer(cat("layer_", i), at::zeros({blocks[i]->num_experts()})));
+  }
+  void save() {
+    at::NoGradGuard ng;
+    for (size_t i = 0; i < blocks.size(); ++i)
+      if (blocks[i]->balance_counts().defined()) counts[i].copy_(blocks[i]->balance_counts());
+  }
+  void restore() {
+    for (size_t i = 0; i < blocks.size(); ++i) blocks[i]->set_balance_counts(counts[i]);
+  }
+  std::vector<std::shared_ptr<LoraMoeFFN>> blocks;
+  std::vector<at::Tensor> counts;
+};
+
 struct RecipeModule : torch::nn::Module {
-  RecipeModule(std::shared_ptr<Model> m, std::shared_ptr<LoraAdapters> l) : model(m), lora(l) {
+  RecipeModule(std::shared_ptr<Model> m, std::shared_ptr<LoraAdapters> l, std::shared_ptr<BalanceCounts> c)
+      : model(m), lora(l), counts(c) {
     register_module("model", model);
     if (lora) register_module("lora", lora);
+    if (counts) register_module("gmoe_counts", counts);
   }
   std::shared_ptr<Model> model;
   std::shared_ptr<LoraAdapters> lora;
+  std::shared_ptr<BalanceCounts> counts;
 };
 
 // n items spread evenly over the split (item floor(i N / n)), so that a subset of a file sorted
@@ -307,16 +330,20 @@ LoraMoeRun Recipe::run(uint64_t seed) {
     lo.seed = seed;
     lora = std::make_shared<LoraAdapters>(*model, lo);
   }
-  auto module = std::make_shared<RecipeModule>(model, lora);
-  for (const auto& p : module->parameters())
-    if (p.requires_grad()) run.trainable_params += p.numel();
   std::vector<std::shared_ptr<LoraMoeFFN>> blocks;
   for (int64_t l = 0; l < model->config().num_layers; ++l)
     if (auto b = std::dynamic_pointer_cast<LoraMoeFFN>(model->ffn(l))) blocks.push_back(b);
+  auto counts = cfg_.moe.routing == "gmoe" && !plain() ? std::make_shared<BalanceCounts>(blocks) : nullptr;
+  auto module = std::make_shared<RecipeModule>(model, lora, counts);
+  for (const auto& p : module->parameters())
+    if (p.requires_grad()) run.trainable_params += p.numel();
   log_info("lora-moe recipe, seed ", seed, ": ", cfg_.routing, ", ", train_rows_.size(), " training items, ",
            opt.max_steps, " steps, ", run.trainable_params, " trainable parameters");
 
+  bool first_forward = true;
   auto loss_fn = [&](const at::Tensor& windows) {
+    if (first_forward && counts) counts->restore();  // zeros, or a checkpoint's counts
+    first_forward = false;
     DecodedBatch b = mc_batch(examples_of_rows(windows), pad_id_, cfg_.sft);
     if (cfg_.moe.routing == "mixlora-switch" && !plain())  // mLoRA's capacity counts per sequence
       for (auto& blk : blocks) blk->set_capacity_group(b.input_ids.size(1));
@@ -339,6 +366,7 @@ LoraMoeRun Recipe::run(uint64_t seed) {
       run.val_history.emplace_back(v.at("step").get<int64_t>(), v.at("accuracy").get<double>());
   }
   opt.after_step = [&](int64_t step) {
+    if (counts) counts->save();  // before the loop writes this step's checkpoint
     if (!(validate_every > 0 && step % validate_every == 0) && step != opt.max_steps) return;
     const double acc = validate(*model);
     run.val_history.emplace_back(step, acc);
