@@ -1,10 +1,11 @@
 // Fixtures of the merge tests (test_merge*.cpp): a tiny upcycled Mixtral (identical or noisy
-// experts), a calibration file, merge options sized for them, and the paper's in-memory merged
-// model to compare an exact output with.
+// experts), tiny random Qwen2-MoE and OLMoE models, a calibration file, merge options sized for
+// them, and the paper's in-memory merged model to compare an exact output with.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "io/checkpoint.h"
@@ -46,6 +47,44 @@ inline const std::string& mixtral(bool noisy) {
     d = fresh(noisy ? "noisy" : "copies");
     run_upcycle(c, d);
   }
+  return d;
+}
+
+// A random Qwen2-MoE (3 layers, layer 1 dense, a shared expert with its sigmoid gate) or OLMoE
+// (QK-norm) with 4 experts, top-2 and norm_topk_prob false, hidden 16, fp32, saved with the
+// llama2-spm tokenizer (vocab 32000) so that the calibration text tokenizes.
+inline const std::string& stock_moe(const std::string& family) {
+  static std::map<std::string, std::string> dirs;
+  std::string& d = dirs[family];
+  if (!d.empty()) return d;
+  json cfg = {{"vocab_size", 32000},         {"hidden_size", 16},         {"num_hidden_layers", 2},
+              {"num_attention_heads", 2},    {"num_key_value_heads", 1},  {"rms_norm_eps", 1e-5},
+              {"max_position_embeddings", 256}, {"bos_token_id", 1},      {"eos_token_id", 2},
+              {"tie_word_embeddings", true}, {"num_experts", 4},          {"num_experts_per_tok", 2},
+              {"norm_topk_prob", false},     {"torch_dtype", "float32"}};
+  if (family == "qwen2_moe") {
+    cfg["model_type"] = "qwen2_moe";
+    cfg["architectures"] = json::array({"Qwen2MoeForCausalLM"});
+    cfg["num_hidden_layers"] = 3;
+    cfg["intermediate_size"] = 24;
+    cfg["moe_intermediate_size"] = 12;
+    cfg["shared_expert_intermediate_size"] = 20;
+    cfg["decoder_sparse_step"] = 1;
+    cfg["mlp_only_layers"] = json::array({1});
+  } else {
+    cfg["model_type"] = "olmoe";
+    cfg["architectures"] = json::array({"OlmoeForCausalLM"});
+    cfg["intermediate_size"] = 12;
+    cfg["num_key_value_heads"] = 2;
+    cfg["clip_qkv"] = nullptr;
+  }
+  auto m = Model::create(parse_model_config(cfg, family + "/config.json"));
+  m->init_random(11, 0.3);
+  const std::string dir = fresh("stock_" + family);
+  SaveOptions so;
+  so.copy_aux_from = std::string(MOEFORGE_TEST_DATA) + "/tokenizers/llama2-spm";
+  save_checkpoint(dir, cfg, m->hf_tensors(), so);
+  d = dir;
   return d;
 }
 

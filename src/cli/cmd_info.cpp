@@ -59,9 +59,10 @@ json describe(const std::string& path) {
         layers.push_back(layer);
       }
       out["moe_layers"] = layers;
-      if (cfg.family == Family::moeforge) {
+      // moeforge, or a stock family wrapped with the merged expert map of `merge --output exact`.
+      if (cfg.family == Family::moeforge || cfg.router.type == "merged") {
         const MoeforgeRouter& r = cfg.router;
-        out["base_model_type"] = family_name(cfg.base_family);
+        out["base_model_type"] = family_name(cfg.family == Family::moeforge ? cfg.base_family : cfg.family);
         out["router"] = {{"type", r.type},         {"score", r.score},       {"selection", r.selection},
                          {"gate", r.gate},         {"top_p", r.top_p},       {"dynk_tau", r.dynk_tau},
                          {"aux_loss", r.aux_loss}, {"aux_loss_coef", r.aux_loss_coef}};

@@ -49,7 +49,9 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
                   "(memory: tokens x hidden x 4 bytes per layer)")
       ->capture_default_str()->check(positive());
   cmd->add_option("--seed", a->o.seed, "kmeans: k-means++ draws; o-prune: the subset sample")->capture_default_str();
-  cmd->add_option("--output", a->o.output, "stock (r-row router, any family) | exact (original router + expert map; Mixtral)")
+  cmd->add_option("--output", a->o.output,
+                  "stock (r-row router) | exact (original router + expert map, the paper's routing; merging methods; "
+                  "Mixtral: moeforge family, Qwen2-MoE / OLMoE: their own family wrapped as moeforge)")
       ->capture_default_str();
   cmd->add_option("--max-subsets", a->o.max_subsets, "o-prune: exhaustive up to this many subsets, else a sample of this many")
       ->capture_default_str()->check(positive());

@@ -99,6 +99,9 @@ void check_moeforge(const ModelConfig& c) {
 std::string gguf_architecture(const ModelConfig& c) {
   if (c.raw.is_object() && c.raw.contains("hypermoe"))
     refuse(c, "HyperMoE (the 'hypermoe' object) has no llama.cpp equivalent");
+  if (c.family != Family::moeforge && c.router.type == "merged")  // Qwen2-MoE / OLMoE exact merge output
+    refuse(c, "router.type merged (the exact N->r expert map of `merge --output exact`) has no llama.cpp "
+              "equivalent; export the stock approximation instead: `moeforge merge ... --output stock`");
   switch (c.family) {
     case Family::llama:
     case Family::mistral:

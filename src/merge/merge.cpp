@@ -125,28 +125,35 @@ void stock_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::m
   config["num_experts_per_tok"] = std::min(cfg.num_experts_per_tok, r);
 }
 
-// The exact N -> r layout (docs/merge.md): a moeforge-family checkpoint over the Mixtral model's
-// Mistral base whose MoE layers keep the original N-row router and map each original expert to
-// its merged expert (router.type merged), so a token's weight on a merged expert is the sum of
-// its selected members' weights, as in the paper. Layers with fewer output experts than the
-// largest layer (m-smoe) are padded to it with width-1 zero experts that no original expert maps
-// to, so they are never selected (the format has one num_experts; expert widths may differ).
+// The exact N -> r layout (docs/merge.md, docs/format.md): MoE layers that keep the original
+// N-row router and map each original expert to its merged expert (router.type merged), so a
+// token's weight on a merged expert is the sum of its selected members' weights (the family's
+// own: renormalised for Mixtral, the raw softmax probabilities for Qwen2-MoE and OLMoE with
+// norm_topk_prob false), as in the paper. Mixtral: a moeforge-family checkpoint over its Mistral
+// base (experts renamed gate_proj / up_proj / down_proj, router `mlp.router.weight`). Qwen2-MoE
+// and OLMoE: the family itself wrapped as moeforge (base_model_type qwen2_moe / olmoe) — every key
+// and tensor stays the family's, the shared expert and its gate and the QK-norm included; the
+// router `gate.weight` keeps its N rows and the r experts are renumbered. Layers with fewer output
+// experts than the largest layer (m-smoe) are padded to it with width-1 zero experts that no
+// original expert maps to, so they are never selected (one num_experts; expert_sizes per layer).
 void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::map<int64_t, LayerPlan>& plans,
                       const MergeOptions& o, json& config, std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   static const std::map<std::string, std::string> projection{{"w1", "gate_proj"}, {"w3", "up_proj"}, {"w2", "down_proj"}};
+  const bool mixtral = cfg.model_type == "mixtral";
   size_t width = 0;
   for (const auto& [layer, p] : plans) width = std::max(width, p.members.size());
   if (static_cast<int64_t>(width) < cfg.num_experts_per_tok)
     fail(cat("--output exact: the largest layer keeps ", width, " experts, fewer than the model's top-k (",
              cfg.num_experts_per_tok, ")"));
-  auto exact_name = [](const std::smatch& mm, size_t i) {
+  auto exact_name = [mixtral](const std::smatch& mm, size_t i) {
+    if (!mixtral) return cat(mm[1].str(), ".experts.", i, ".", mm[4].str());
     const std::string rest = mm[4].str(), proj = rest.substr(0, rest.find('.'));
     return cat("model.layers.", mm[2].str(), ".mlp.experts.", i, ".", projection.at(proj), rest.substr(proj.size()));
   };
   for (const std::string& name : ck.names()) {
     std::smatch m;
     if (std::regex_match(name, m, router_name())) {
-      tensors.emplace_back(cat("model.layers.", m[1].str(), ".mlp.router.weight"), ck.get(name));
+      tensors.emplace_back(mixtral ? cat("model.layers.", m[1].str(), ".mlp.router.weight") : name, ck.get(name));
     } else if (std::regex_match(name, m, expert_name())) {
       for_each_output_expert(ck, plans, name, [&](const std::smatch& mm, size_t i, at::Tensor t) {
         tensors.emplace_back(exact_name(mm, i), std::move(t));
@@ -173,19 +180,26 @@ void exact_checkpoint(const Checkpoint& ck, const ModelConfig& cfg, const std::m
     layers.push_back(layer);
   }
   config = ck.config();
-  for (const char* key : {"num_local_experts", "router_aux_loss_coef", "router_jitter_noise", "output_router_logits"})
-    config.erase(key);
   config["model_type"] = "moeforge";
   config["architectures"] = {"MoeforgeForCausalLM"};
+  config["num_experts_per_tok"] = cfg.num_experts_per_tok;
+  config["expert_sizes"] = sizes;
+  config["moe_provenance"] = {{"merge_method", o.method}, {"source_model_type", cfg.model_type}};
+  if (!mixtral) {
+    // The family's own keys (num_experts is now r; routing as its norm_topk_prob says).
+    config["base_model_type"] = cfg.model_type;
+    config["num_experts"] = width;
+    config["router"] = {{"type", "merged"}, {"num_source_experts", cfg.num_experts}, {"expert_maps", maps}};
+    return;
+  }
+  for (const char* key : {"num_local_experts", "router_aux_loss_coef", "router_jitter_noise", "output_router_logits"})
+    config.erase(key);
   config["base_model_type"] = "mistral";
   config["moe_layers"] = layers;
   config["num_experts"] = width;
-  config["num_experts_per_tok"] = cfg.num_experts_per_tok;
-  config["expert_sizes"] = sizes;
   config["router"] = {{"type", "merged"},         {"score", "softmax"},     {"selection", "top_k"},
                       {"gate", "renorm"},         {"aux_loss", "none"},     {"num_source_experts", cfg.num_experts},
                       {"expert_maps", maps}};
-  config["moe_provenance"] = {{"merge_method", o.method}, {"source_model_type", cfg.model_type}};
 }
 
 // --router fit: the merged clusters' router rows, fitted on the kept calibration tokens.
@@ -243,13 +257,10 @@ void validate(const MergeOptions& o, const ModelConfig& cfg) {
                " (--group-limit) need --experts >= ", least));
     if (o.allocation != "uniform" && o.output == "stock" && o.experts < cfg.num_experts)
       fail("--method m-smoe gives every layer its own expert count (global frequency threshold, spec A.8.1), which "
-           "a stock config cannot hold: add --output exact (Mixtral) or --allocation uniform");
+           "a stock config cannot hold: add --output exact or --allocation uniform");
   }
   if (o.output == "exact") {
     if (merge::is_pruning(o.method)) fail("--output exact: pruning is already exact in the stock layout (drop --output)");
-    if (cfg.model_type != "mixtral")
-      fail_file(cfg.origin, "--output exact writes merged Mixtral models only (the moeforge family has no shared expert "
-                            "or QK-norm yet); use the stock output");
     if (o.experts < cfg.num_experts_per_tok)
       fail(cat("--output exact needs --experts >= the model's top-k (", cfg.num_experts_per_tok, ")"));
   }

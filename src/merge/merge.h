@@ -23,9 +23,11 @@
 // mean of its members' rows (`weighted`), or a least-squares fit to the cluster's summed routing
 // mass on the calibration tokens (`fit`, merge/router_fit.h) — approximations of the reference's
 // "sum of the members' probabilities", whose calibration output error merge_report.json states
-// per layer. `--output exact` (Mixtral) keeps the paper's semantics instead: a moeforge-family
-// checkpoint with the original router and the N -> r expert map (moe/routers/merged_router.h);
-// it also holds m-smoe's different expert counts per layer, which a stock config cannot.
+// per layer. `--output exact` keeps the paper's semantics instead: the original router and the
+// N -> r expert map (moe/routers/merged_router.h) — for Mixtral a moeforge-family checkpoint, for
+// Qwen2-MoE and OLMoE the family itself wrapped as moeforge (shared expert, QK-norm and
+// norm_topk_prob kept); it also holds m-smoe's different expert counts per layer, which a stock
+// config cannot.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -45,7 +47,7 @@ struct MergeOptions {
   std::string allocation;           // m-smoe: global (default, the reference's) | uniform
   int64_t group_limit = 4;          // m-smoe: at most this many experts per group
   int64_t fit_tokens = 8192;        // MoE inputs kept per layer for --router fit and --merge fix-dom
-  std::string output = "stock";     // stock | exact (Mixtral: moeforge family, original router + expert map)
+  std::string output = "stock";     // stock | exact (original router + expert map; docs/format.md)
   uint64_t seed = 0;                // kmeans: k-means++ draws; o-prune: the subset sample
   int64_t max_subsets = 100000;     // o-prune: exhaustive up to this many subsets, else a sample
   MergeCalibOptions calib;

@@ -41,7 +41,7 @@ int64_t ModelConfig::layer_sliding_window(int64_t l) const {
 
 std::vector<int64_t> ModelConfig::layer_expert_widths(int64_t l) const {
   if (!layer_is_moe(l)) return {};
-  if (family == Family::moeforge) {
+  if (family == Family::moeforge || !expert_sizes.empty()) {
     const auto pos = std::lower_bound(moe_layers.begin(), moe_layers.end(), l) - moe_layers.begin();
     return expert_sizes.at(static_cast<size_t>(pos));
   }

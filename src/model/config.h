@@ -41,6 +41,7 @@ struct MoeforgeRouter {
   double dynk_tau = 0.5;
   std::string aux_loss = "hemoe";   // hemoe | switch | none
   double aux_loss_coef = 5e-4;
+  int64_t num_source_experts = 0;   // type merged: N, the rows of the original router
   nlohmann::json config = nlohmann::json::object();  // the whole section (router-specific keys)
 };
 
@@ -90,6 +91,11 @@ struct ModelConfig {
   Family base_family = Family::llama;   // llama | mistral | qwen2
   std::vector<int64_t> moe_layers;       // ascending layer indices with an MoE FFN
   std::vector<std::vector<int64_t>> expert_sizes;  // [moe layer][expert] widths, moe_layers order
+  // Also set for a stock MoE family wrapped as moeforge with the exact merged expert map
+  // (`merge --output exact` of a Qwen2-MoE / OLMoE model; docs/format.md): router.type merged,
+  // moe_layers (the family's MoE layers) and expert_sizes (every expert of the family's width
+  // when config.json has none). For every other stock config router.type stays "linear" and
+  // both lists stay empty.
   MoeforgeRouter router;
 
   json raw;  // the whole config.json as read
@@ -99,7 +105,8 @@ struct ModelConfig {
   bool layer_is_moe(int64_t l) const;
   // Width of the routed experts (homogeneous families).
   int64_t expert_intermediate_size() const { return moe_intermediate_size; }
-  // Widths of the routed experts of MoE layer `l` (every family; moeforge: expert_sizes).
+  // Widths of the routed experts of MoE layer `l` (every family; moeforge and a wrapped merged
+  // stock family: expert_sizes).
   std::vector<int64_t> layer_expert_widths(int64_t l) const;
   // Sliding window in effect at layer `l` (0 = full causal attention).
   int64_t layer_sliding_window(int64_t l) const;

@@ -34,6 +34,12 @@ MoeFfnSpec moe_ffn_spec(const ModelConfig& cfg, int64_t l) {
   s.router.num_experts = static_cast<int64_t>(s.widths.size());
   s.router.selection.k = cfg.num_experts_per_tok;
   s.router.selection.gate = cfg.norm_topk_prob ? moe::GateMode::Renorm : moe::GateMode::Prob;
+  // The exact merged map of a wrapped stock family: its N-row router keeps its tensor name (`gate`)
+  // and the family's softmax / top-k / gate; each selected expert stands for its merged expert.
+  if (cfg.family != Family::moeforge && cfg.router.type == "merged") {
+    s.router_type = "merged";
+    s.router.config = merged_router_config(cfg, l);
+  }
   // Training-time router jitter (Mixtral's router_jitter_noise; 0, the default, is off).
   if (cfg.router_jitter_noise > 0) s.router.noise = {moe::NoiseKind::Jitter, cfg.router_jitter_noise};
   // ST-MoE router z-loss under the HF (Switch) key; off unless a config sets it.

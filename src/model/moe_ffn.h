@@ -60,8 +60,15 @@ struct MoeFfnSpec {
 };
 
 // The parts of a spec every family shares, from the config for MoE layer `l`: widths,
-// activation, router shape and top-k (softmax, renormalised as norm_topk_prob says).
+// activation, router shape and top-k (softmax, renormalised as norm_topk_prob says). A stock
+// family wrapped as moeforge with the merged expert map (cfg.router.type merged; `merge --output
+// exact` of Qwen2-MoE / OLMoE) gets the merged router under the family's router name.
 MoeFfnSpec moe_ffn_spec(const ModelConfig& cfg, int64_t l);
+
+// The merged router's spec config for MoE layer `l` (router.type merged): the config's `router`
+// object plus `expert_map`, that layer's entry of router.expert_maps (moe_layers order).
+// Defined in moeforge_moe.cpp.
+json merged_router_config(const ModelConfig& cfg, int64_t l);
 
 class MoeFFN : public FfnBlock {
  public:

@@ -125,14 +125,20 @@ ImpliedModelSize implied_model_size(const ModelConfig& c) {
         for (int64_t w : c.expert_sizes[k]) width += static_cast<double>(w);
         s.parameters += 3 * h * width;
       }
+    } else if (c.router.type == "merged") {
+      // A stock family wrapped with the merged expert map: an N-row gate, experts of expert_sizes.
+      add(moe_layers, moe_layers * static_cast<double>(c.router.num_source_experts) * h);  // gate
+      add(3 * E * moe_layers, 0);                                                           // experts
+      for (const std::vector<int64_t>& sizes : c.expert_sizes)
+        for (int64_t w : sizes) s.parameters += 3 * h * static_cast<double>(w);
     } else {
       const double m = static_cast<double>(c.moe_intermediate_size);
       add(moe_layers, moe_layers * E * h);                 // gate
       add(3 * E * moe_layers, moe_layers * E * 3 * h * m);  // experts
-      if (c.shared_expert_intermediate_size > 0) {
-        const double sh = static_cast<double>(c.shared_expert_intermediate_size);
-        add(4 * moe_layers, moe_layers * (3 * h * sh + h));  // shared expert + its gate
-      }
+    }
+    if (c.family != Family::moeforge && c.shared_expert_intermediate_size > 0) {
+      const double sh = static_cast<double>(c.shared_expert_intermediate_size);
+      add(4 * moe_layers, moe_layers * (3 * h * sh + h));  // shared expert + its gate
     }
   }
 

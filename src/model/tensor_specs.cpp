@@ -97,12 +97,16 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
         add(v, ep + "neurons", {widths[e]}, /*required=*/false);
       }
     } else {
-      add(v, f + "gate.weight", {c.num_experts, h});
+      // Wrapped with the merged expert map (router.type merged): the router keeps its N rows, and
+      // the experts may differ in width (expert_sizes).
+      const bool merged = c.router.type == "merged";
+      add(v, f + "gate.weight", {merged ? c.router.num_source_experts : c.num_experts, h});
       const bool mixtral = c.family == Family::mixtral;
+      const std::vector<int64_t> widths = c.layer_expert_widths(l);
       for (int64_t e = 0; e < c.num_experts; ++e) {
         const std::string ep = f + "experts." + std::to_string(e) + ".";
-        if (mixtral) add_swiglu(v, ep, h, c.moe_intermediate_size, "w1", "w3", "w2", false);
-        else add_swiglu(v, ep, h, c.moe_intermediate_size, "gate_proj", "up_proj", "down_proj", false);
+        if (mixtral) add_swiglu(v, ep, h, widths[e], "w1", "w3", "w2", false);
+        else add_swiglu(v, ep, h, widths[e], "gate_proj", "up_proj", "down_proj", false);
       }
       if (c.shared_expert_intermediate_size > 0) {
         add_swiglu(v, f + "shared_expert.", h, c.shared_expert_intermediate_size, "gate_proj", "up_proj", "down_proj",
