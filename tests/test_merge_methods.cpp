@@ -365,6 +365,7 @@ TEST(MergeMethods, KeepingAllExpertsIsTheIdentityForEveryNewOption) {
       {"kmeans", "router-logits", "freq", "dominant", ""},  {"kmeans", "weights", "average", "dominant", ""},
       {"hc-smoe", "", "fix-dom", "dominant", ""},           {"hc-smoe", "", "freq", "fit", ""},
       {"m-smoe", "", "freq", "dominant", ""},               {"m-smoe", "", "fix-dom", "fit", "uniform"},
+      {"hc-smoe", "", "zipit", "dominant", ""},             {"kmeans", "", "zipit", "weighted", ""},
   };
   const Checkpoint a = Checkpoint::open(mixtral(true));
   for (const Case& c : cases) {
@@ -445,7 +446,7 @@ TEST(MergeMethods, BadOptionsAreOneLineAndWriteNothing) {
       {m + " --experts 2 --method m-smoe", "a stock config cannot hold"},
       {m + " --experts 2 --method f-prune --representation weights", "does not group experts"},
       {m + " --experts 2 --allocation uniform", "only m-smoe"},
-      {m + " --experts 2 --merge nope", "not freq, average or fix-dom"},
+      {m + " --experts 2 --merge nope", "not freq, average, fix-dom or zipit"},
       {m + " --experts 2 --router nope", "not dominant, weighted or fit"},
       {m + " --experts 2 --representation nope", "is not expert-output, router-logits or weights"},
       {m + " --experts 1 --method m-smoe --allocation uniform --group-limit 2", "need --experts >= 2"},

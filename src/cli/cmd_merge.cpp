@@ -33,7 +33,9 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--linkage", a->o.linkage, "hc-smoe clustering: average | single | complete | ward")->capture_default_str();
   cmd->add_option("--merge", a->o.merge,
                   "how a group becomes one expert: freq (usage-frequency-weighted mean) | average | fix-dom (neurons "
-                  "aligned to the dominant expert by activation correlation, then averaged)")
+                  "aligned to the dominant expert by activation correlation, then averaged) | zipit (all members' "
+                  "neurons merged greedily, most correlated pair first, within and across experts, down to one "
+                  "expert's width)")
       ->capture_default_str();
   cmd->add_option("--router", a->o.router,
                   "stock output, router row of a merged expert: dominant | weighted | fit (least squares to the "
@@ -45,7 +47,7 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--group-limit", a->o.group_limit, "m-smoe: at most this many experts per group")
       ->capture_default_str()->check(positive());
   cmd->add_option("--fit-tokens", a->o.fit_tokens,
-                  "--router fit / --merge fix-dom: calibration tokens whose MoE inputs are kept per layer "
+                  "--router fit / --merge fix-dom, zipit: calibration tokens whose MoE inputs are kept per layer "
                   "(memory: tokens x hidden x 4 bytes per layer)")
       ->capture_default_str()->check(positive());
   cmd->add_option("--seed", a->o.seed, "kmeans: k-means++ draws; o-prune: the subset sample")->capture_default_str();

@@ -10,7 +10,7 @@
 //     "router-logits" representation and M-SMoE's similarity need only inner products of the
 //     logit columns, so no per-token logits are stored: memory N²·8 bytes per layer for any T),
 //   * the first tokens' MoE inputs, to measure the merged layers' output error (and, for
-//     `--router fit` and `--merge fix-dom`, the first keep_tokens of them with their router
+//     `--router fit` and `--merge fix-dom` / `zipit`, the first keep_tokens of them with their router
 //     logits: keep_tokens·(d + N)·4 bytes per layer), and for O-prune the router logits and the
 //     Gram matrices of the experts' outputs of the first error_tokens tokens.
 // Data parallel (options.sharding, profile/batch_sharding.h): block b is run by rank b mod W and

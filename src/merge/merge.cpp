@@ -86,7 +86,7 @@ void for_each_output_expert(const Checkpoint& ck, const std::map<int64_t, LayerP
   for (size_t i = 0; i < p.members.size(); ++i) {
     std::vector<std::string> names;
     for (int64_t j : p.members[i]) names.push_back(cat(m[1].str(), ".experts.", j, ".", m[4].str()));
-    if (i < p.neuron_maps.size() && !p.neuron_maps[i].empty()) {  // fix-dom
+    if (i < p.neuron_maps.size() && !p.neuron_maps[i].empty()) {  // fix-dom, zipit: a mean per neuron map
       std::vector<at::Tensor> members;
       for (const std::string& n : names) members.push_back(ck.get(n));
       const at::ScalarType dtype = members.front().scalar_type();
@@ -226,8 +226,8 @@ void validate(const MergeOptions& o, const ModelConfig& cfg) {
   static const std::vector<std::string> methods{"hc-smoe", "kmeans", "m-smoe", "o-prune", "f-prune", "s-prune", "reap"};
   if (std::find(methods.begin(), methods.end(), o.method) == methods.end())
     fail("--method: unknown method '" + o.method + "' (hc-smoe | kmeans | m-smoe | o-prune | f-prune | s-prune | reap)");
-  if (o.merge != "freq" && o.merge != "average" && o.merge != "fix-dom")
-    fail("--merge: '" + o.merge + "' is not freq, average or fix-dom");
+  if (o.merge != "freq" && o.merge != "average" && o.merge != "fix-dom" && o.merge != "zipit")
+    fail("--merge: '" + o.merge + "' is not freq, average, fix-dom or zipit");
   if (o.router != "dominant" && o.router != "weighted" && o.router != "fit")
     fail("--router: '" + o.router + "' is not dominant, weighted or fit");
   if (o.output != "stock" && o.output != "exact") fail("--output: '" + o.output + "' is not stock or exact");
@@ -283,7 +283,7 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   const bool fit = merging && o.output == "stock" && o.router == "fit";
   MergeCalibOptions co = o.calib;
   co.gram = o.method == "o-prune";
-  if (fit || (merging && o.merge == "fix-dom")) {
+  if (fit || (merging && (o.merge == "fix-dom" || o.merge == "zipit"))) {
     co.keep_tokens = o.fit_tokens;
     co.logits = true;
   }

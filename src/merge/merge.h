@@ -17,7 +17,8 @@
 //   reap     keep the r experts with the largest REAP saliency (mean of gate · ‖E_j(x)‖ over
 //            the tokens routed to them).
 // A group of experts is merged by usage-frequency-weighted (freq) or plain (average) averaging of
-// its weights, or neuron-aligned into its dominant expert (fix-dom, merge/fixdom.h).
+// its weights, neuron-aligned into its dominant expert (fix-dom, merge/fixdom.h), or zipped: its
+// neurons merged greedily by activation correlation into one expert's width (zipit, merge/zipit.h).
 // Output: a stock checkpoint of the same family with r experts. Pruning is exact (router rows
 // sliced); a merged cluster's router row is its representative's (`dominant`), the merge-weighted
 // mean of its members' rows (`weighted`), or a least-squares fit to the cluster's summed routing
@@ -42,11 +43,11 @@ struct MergeOptions {
   int64_t experts = 0;              // r, per layer (m-smoe with global allocation: on average)
   std::string representation;       // expert-output | router-logits | weights; "" = the method's default
   std::string linkage = "average";  // hc-smoe
-  std::string merge = "freq";       // merging methods: freq | average | fix-dom
+  std::string merge = "freq";       // merging methods: freq | average | fix-dom | zipit
   std::string router = "dominant";  // merged clusters' router row: dominant | weighted | fit
   std::string allocation;           // m-smoe: global (default, the reference's) | uniform
   int64_t group_limit = 4;          // m-smoe: at most this many experts per group
-  int64_t fit_tokens = 8192;        // MoE inputs kept per layer for --router fit and --merge fix-dom
+  int64_t fit_tokens = 8192;        // MoE inputs kept per layer for --router fit and --merge fix-dom / zipit
   std::string output = "stock";     // stock | exact (original router + expert map; docs/format.md)
   uint64_t seed = 0;                // kmeans: k-means++ draws; o-prune: the subset sample
   int64_t max_subsets = 100000;     // o-prune: exhaustive up to this many subsets, else a sample

@@ -10,6 +10,7 @@
 #include "merge/msmoe.h"
 #include "merge/oprune.h"
 #include "merge/represent.h"
+#include "merge/zipit.h"
 #include "model/model.h"
 #include "model/moe_ffn.h"
 #include "util/error.h"
@@ -106,14 +107,26 @@ Geometry geometry_of(const LayerCalibration& c, Representation rep, Model& model
   fail("merge: unknown representation");
 }
 
-// fix-dom: the neuron maps of every merged cluster, on the kept calibration tokens routed to its
-// members (top-k of the kept logits with the model's k; a token once per member routed to).
+// The kept calibration rows routed to each expert: top-k of the kept logits with the model's k.
+at::Tensor routed_mask(const LayerCalibration& c, const ModelConfig& cfg) {
+  const int64_t S = c.logits.size(0), E = c.logits.size(1);
+  const at::Tensor top = std::get<1>(c.logits.topk(std::min<int64_t>(cfg.num_experts_per_tok, E), -1));
+  return at::zeros({S, E}, at::kBool).scatter_(1, top, true);  // [S, E]
+}
+
+// A cluster's routed rows: the kept inputs routed to each member, member by member (a token once
+// per member routed to — the reference's concatenation of its members' row sets).
+at::Tensor cluster_rows(const LayerCalibration& c, const at::Tensor& routed, const std::vector<int64_t>& members) {
+  const at::Tensor X = c.inputs.narrow(0, 0, routed.size(0));
+  std::vector<at::Tensor> rows;
+  for (int64_t j : members) rows.push_back(routed.select(1, j).nonzero().reshape({-1}));
+  return X.index_select(0, at::cat(rows, 0));
+}
+
+// fix-dom: the neuron maps of every merged cluster, on its routed rows.
 void fix_dom_maps(LayerPlan& p, const LayerCalibration& c, const ModelConfig& cfg, Model& model) {
   auto block = moe_block(model, c.layer);
-  const int64_t S = c.logits.size(0), E = c.logits.size(1);
-  const at::Tensor X = c.inputs.narrow(0, 0, S);
-  const at::Tensor top = std::get<1>(c.logits.topk(std::min<int64_t>(cfg.num_experts_per_tok, E), -1));
-  const at::Tensor routed = at::zeros({S, E}, at::kBool).scatter_(1, top, true);  // [S, E]
+  const at::Tensor routed = routed_mask(c, cfg);
   json tokens = json::array();
   p.neuron_maps.assign(p.members.size(), {});
   for (size_t i = 0; i < p.members.size(); ++i) {
@@ -122,9 +135,7 @@ void fix_dom_maps(LayerPlan& p, const LayerCalibration& c, const ModelConfig& cf
       tokens.push_back(0);
       continue;
     }
-    std::vector<at::Tensor> rows;
-    for (int64_t j : m) rows.push_back(routed.select(1, j).nonzero().reshape({-1}));
-    const at::Tensor Xc = X.index_select(0, at::cat(rows, 0));
+    const at::Tensor Xc = cluster_rows(c, routed, m);
     tokens.push_back(Xc.size(0));
     const int64_t dom = p.representative[i];
     const int64_t width = block->experts[dom]->gate->weight.size(0);
@@ -141,6 +152,31 @@ void fix_dom_maps(LayerPlan& p, const LayerCalibration& c, const ModelConfig& cf
                                                                                 block->experts[j]->up->weight)));
   }
   p.extra["fix_dom_tokens"] = tokens;
+}
+
+// zipit: per merged cluster, per member the output neuron each of its neurons is averaged into
+// (merge/zipit.h), on the same routed rows as fix-dom.
+void zipit_plan_maps(LayerPlan& p, const LayerCalibration& c, const ModelConfig& cfg, Model& model) {
+  auto block = moe_block(model, c.layer);
+  const at::Tensor routed = routed_mask(c, cfg);
+  json tokens = json::array();
+  p.neuron_maps.assign(p.members.size(), {});
+  for (size_t i = 0; i < p.members.size(); ++i) {
+    const std::vector<int64_t>& m = p.members[i];
+    if (m.size() < 2) {
+      tokens.push_back(0);
+      continue;
+    }
+    const at::Tensor Xc = cluster_rows(c, routed, m);
+    tokens.push_back(Xc.size(0));
+    std::vector<at::Tensor> gates, ups;
+    for (int64_t j : m) {
+      gates.push_back(block->experts[j]->gate->weight);
+      ups.push_back(block->experts[j]->up->weight);
+    }
+    p.neuron_maps[i] = zipit_maps(Xc, gates, ups, kZipitAlpha);
+  }
+  p.extra["zipit_tokens"] = tokens;
 }
 
 LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const ModelConfig& cfg, Model& model,
@@ -201,13 +237,14 @@ LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const Mod
     double total = 0;
     for (int64_t j : m) total += freq[j];
     std::vector<double> w;
-    // freq (and fix-dom's weighted router): f_j / Σ f; a cluster nobody selected is averaged (the
-    // reference makes it a zero expert).
+    // freq (and the weighted router of fix-dom and zipit): f_j / Σ f; a cluster nobody selected is
+    // averaged (the reference makes it a zero expert).
     for (int64_t j : m)
       w.push_back(o.merge != "average" && total > 0 ? freq[j] / total : 1.0 / static_cast<double>(m.size()));
     p.weights.push_back(w);
   }
   if (o.merge == "fix-dom") fix_dom_maps(p, c, cfg, model);
+  if (o.merge == "zipit") zipit_plan_maps(p, c, cfg, model);
   return p;
 }
 

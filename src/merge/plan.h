@@ -6,8 +6,9 @@
 //   m-smoe    frequency-dominant experts and similarity grouping with a group limit, r_l groups
 //             per layer from the global frequency threshold or r everywhere (merge/msmoe.h);
 //   o-prune, f-prune, s-prune, reap: the r kept experts.
-// Merged clusters are combined with usage-frequency weights (freq), plainly (average), or
-// neuron-aligned into their dominant expert (fix-dom, merge/fixdom.h).
+// Merged clusters are combined with usage-frequency weights (freq), plainly (average),
+// neuron-aligned into their dominant expert (fix-dom, merge/fixdom.h), or zipped neuron by neuron
+// by activation correlation (zipit, merge/zipit.h).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -28,14 +29,17 @@ struct ModelConfig;
 namespace merge {
 
 // One layer's grouping: output expert i = Σ_j weights[i][j] · expert members[i][j] (freq,
-// average), or members[i] neuron-aligned into representative[i] (fix-dom).
+// average), members[i] neuron-aligned into representative[i] (fix-dom), or members[i] zipped
+// (zipit).
 struct LayerPlan {
   std::vector<std::vector<int64_t>> members;  // ascending original indices
-  std::vector<std::vector<double>> weights;   // sum to 1; fix-dom: the weights of the `weighted` router
+  std::vector<std::vector<double>> weights;   // sum to 1; fix-dom, zipit: the weights of the `weighted` router
   std::vector<int64_t> representative;        // the dominant member (router row of `dominant`; fix-dom's δ)
   std::vector<double> heights;                // hc-smoe: the dendrogram's merge heights
   // fix-dom: per output expert (empty for singletons), per member the dominant neuron each of its
-  // neurons is averaged into (the dominant's own map is the identity).
+  // neurons is averaged into (the dominant's own map is the identity); zipit: per member the output
+  // neuron each of its neurons is averaged into. Either way output neuron k is the mean of the
+  // member neurons mapped to it (merge::fix_dom_combine).
   std::vector<std::vector<std::vector<int64_t>>> neuron_maps;
   at::Tensor router_rows;                     // --router fit: [r, d] fp32
   json extra = json::object();                // method-specific report fields
