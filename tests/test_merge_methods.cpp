@@ -445,7 +445,7 @@ TEST(MergeMethods, BadOptionsAreOneLineAndWriteNothing) {
   const std::vector<Case> cases = {
       {m + " --experts 2 --method m-smoe", "a stock config cannot hold"},
       {m + " --experts 2 --method f-prune --representation weights", "does not group experts"},
-      {m + " --experts 2 --allocation uniform", "only m-smoe"},
+      {m + " --experts 2 --method f-prune --allocation uniform", "only hc-smoe, kmeans and m-smoe allocate"},
       {m + " --experts 2 --merge nope", "not freq, average, fix-dom or zipit"},
       {m + " --experts 2 --router nope", "not dominant, weighted or fit"},
       {m + " --experts 2 --representation nope", "is not expert-output, router-logits or weights"},

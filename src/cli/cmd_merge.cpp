@@ -22,14 +22,16 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("MODEL", a->model, "MoE model directory")->required();
   cmd->add_option("--method", a->o.method, "hc-smoe | kmeans | m-smoe | o-prune | f-prune | s-prune | reap")
       ->capture_default_str();
-  cmd->add_option("--experts", a->o.experts, "experts per layer after merging (r; m-smoe: on average over layers)")
+  cmd->add_option("--experts", a->o.experts,
+                  "experts per layer after merging (r; with --allocation global: on average over layers)")
       ->required()->check(positive());
   cmd->add_option("--calib", a->o.calib.file, "calibration JSONL ({\"text\": ...} per line)")->required();
   cmd->add_option("--out", a->out, "output model directory")->required();
   cmd->add_option("--representation", a->o.representation,
                   "what experts are grouped by (hc-smoe, kmeans, m-smoe): expert-output (mean output over the calibration "
                   "tokens; hc-smoe/kmeans default) | router-logits (router-logit columns; m-smoe default) | weights "
-                  "(flattened expert weights)");
+                  "(flattened expert weights); kmeans also a+b or a+b+c of these, e.g. router-logits+expert-output "
+                  "(each one's standardised centre distances averaged; k-means++ starts from the first)");
   cmd->add_option("--linkage", a->o.linkage, "hc-smoe clustering: average | single | complete | ward")->capture_default_str();
   cmd->add_option("--merge", a->o.merge,
                   "how a group becomes one expert: freq (usage-frequency-weighted mean) | average | fix-dom (neurons "
@@ -42,8 +44,8 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
                   "cluster's summed routing mass on the calibration tokens)")
       ->capture_default_str();
   cmd->add_option("--allocation", a->o.allocation,
-                  "m-smoe: global (groups per layer from one global frequency threshold, the reference's; needs --output "
-                  "exact) | uniform (r in every layer)");
+                  "hc-smoe, kmeans, m-smoe: global (groups per layer from one global frequency threshold, M-SMoE's; "
+                  "m-smoe's default; needs --output exact) | uniform (r in every layer; hc-smoe's and kmeans' default)");
   cmd->add_option("--group-limit", a->o.group_limit, "m-smoe: at most this many experts per group")
       ->capture_default_str()->check(positive());
   cmd->add_option("--fit-tokens", a->o.fit_tokens,

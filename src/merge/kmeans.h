@@ -6,8 +6,11 @@
 //     further one with probability ∝ (Euclidean distance to the nearest chosen centre)².
 //   * Each iteration, per feature set f: D_f = cdist(X_f, centres_f) / d_f (or `divisor`), standardised per column
 //     (centre c: minus the column mean over the points, divided by its std (n−1 divisor) + 1e-6),
-//     then shifted so the matrix minimum is 0; D = Σ w_f D_f / Σ w_f. Every point goes to its
-//     argmin centre (ties: the lowest centre), every centre moves to the mean of its members.
+//     then shifted so the matrix minimum is 0; D = Σ w_f D_f / Σ w_f (the reference divides by
+//     w1 + w2 + w3 even when a feature set is absent, a constant factor: the same argmin). With
+//     one feature set D is D_1 itself, and a feature set given twice is D_1 again, bit for bit
+//     (½x + ½x = x). Every point goes to its argmin centre (ties: the lowest centre), every centre
+//     moves to the mean of its members.
 //   * At most max_iter (100) iterations; stop when no centre coordinate moved by tol (1e-4) or more.
 //   * The dominant expert of a cluster is the member nearest its final centre (Σ_f Euclidean
 //     distance over the feature sets; ties: the lowest index).

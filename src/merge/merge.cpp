@@ -233,14 +233,18 @@ void validate(const MergeOptions& o, const ModelConfig& cfg) {
   if (o.output != "stock" && o.output != "exact") fail("--output: '" + o.output + "' is not stock or exact");
   merge::parse_linkage(o.linkage);
   if (!o.representation.empty()) {
-    merge::parse_representation(o.representation);
+    merge::parse_representations(o.representation);
     if (merge::is_pruning(o.method))
       fail("--representation: " + o.method + " does not group experts (hc-smoe, kmeans and m-smoe do)");
+    if (merge::is_combined_representation(o.representation) && o.method != "kmeans")
+      fail("--representation " + o.representation + ": combined representations are for --method kmeans only; " +
+           o.method + " takes one of expert-output, router-logits or weights");
   }
   if (!o.allocation.empty()) {
     if (o.allocation != "global" && o.allocation != "uniform")
       fail("--allocation: '" + o.allocation + "' is not global or uniform");
-    if (o.method != "m-smoe") fail("--allocation: only m-smoe allocates groups per layer, not " + o.method);
+    if (o.method != "m-smoe" && o.method != "hc-smoe" && o.method != "kmeans")
+      fail("--allocation: only hc-smoe, kmeans and m-smoe allocate groups per layer, not " + o.method);
   }
   if (o.group_limit < 1) fail(cat("--group-limit must be at least 1, not ", o.group_limit));
   if (o.fit_tokens < 1) fail(cat("--fit-tokens must be at least 1, not ", o.fit_tokens));
@@ -255,10 +259,14 @@ void validate(const MergeOptions& o, const ModelConfig& cfg) {
     if (o.allocation == "uniform" && o.experts < least)
       fail(cat("--method m-smoe: ", cfg.num_experts, " experts in groups of at most ", o.group_limit,
                " (--group-limit) need --experts >= ", least));
-    if (o.allocation != "uniform" && o.output == "stock" && o.experts < cfg.num_experts)
-      fail("--method m-smoe gives every layer its own expert count (global frequency threshold, spec A.8.1), which "
-           "a stock config cannot hold: add --output exact or --allocation uniform");
   }
+  // m-smoe's default allocation is global, the clustering methods' uniform (the reference's
+  // dynamic_group=False).
+  const bool global = o.method == "m-smoe" ? o.allocation != "uniform" : o.allocation == "global";
+  if (global && o.output == "stock" && o.experts < cfg.num_experts)
+    fail("--method " + o.method + (o.method == "m-smoe" ? "" : " --allocation global") +
+         " gives every layer its own expert count (global frequency threshold, spec A.8.1), which a stock config "
+         "cannot hold: add --output exact or --allocation uniform");
   if (o.output == "exact") {
     if (merge::is_pruning(o.method)) fail("--output exact: pruning is already exact in the stock layout (drop --output)");
     if (o.experts < cfg.num_experts_per_tok)

@@ -5,7 +5,8 @@
 //            the paper's: mean outputs o_j; router-logits; weights — merge/represent.h), linkage
 //            average | single | complete | ward (SciPy's definitions), cut at r clusters;
 //   kmeans   the reference code's K-means on the same representation (what its released
-//            scripts run, through their `hirarchical` typo), for reproducing it;
+//            scripts run, through their `hirarchical` typo), for reproducing it, or on the
+//            reference's combinations of representations (router-logits+expert-output, …);
 //   m-smoe   M-SMoE as HC-SMoE's code runs it: the most frequently selected experts dominate,
 //            every other expert joins its most similar dominant expert (router-logit cosine by
 //            default) with at most group_limit (4) experts per group, and the number of groups
@@ -27,8 +28,8 @@
 // per layer. `--output exact` keeps the paper's semantics instead: the original router and the
 // N -> r expert map (moe/routers/merged_router.h) — for Mixtral a moeforge-family checkpoint, for
 // Qwen2-MoE and OLMoE the family itself wrapped as moeforge (shared expert, QK-norm and
-// norm_topk_prob kept); it also holds m-smoe's different expert counts per layer, which a stock
-// config cannot.
+// norm_topk_prob kept); it also holds different expert counts per layer (m-smoe's, and hc-smoe's
+// and kmeans' with --allocation global), which a stock config cannot.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -40,12 +41,16 @@ namespace mf {
 
 struct MergeOptions {
   std::string method = "hc-smoe";   // hc-smoe | kmeans | m-smoe | o-prune | f-prune | s-prune | reap
-  int64_t experts = 0;              // r, per layer (m-smoe with global allocation: on average)
-  std::string representation;       // expert-output | router-logits | weights; "" = the method's default
+  int64_t experts = 0;              // r, per layer (global allocation: on average)
+  // expert-output | router-logits | weights; kmeans also "a+b[+c]" of them (merge/represent.h);
+  // "" = the method's default
+  std::string representation;
   std::string linkage = "average";  // hc-smoe
   std::string merge = "freq";       // merging methods: freq | average | fix-dom | zipit
   std::string router = "dominant";  // merged clusters' router row: dominant | weighted | fit
-  std::string allocation;           // m-smoe: global (default, the reference's) | uniform
+  // hc-smoe, kmeans, m-smoe: global (r_l from M-SMoE's frequency threshold; m-smoe's default, the
+  // reference's dynamic_group for the clustering methods) | uniform (r; hc-smoe's and kmeans' default)
+  std::string allocation;
   int64_t group_limit = 4;          // m-smoe: at most this many experts per group
   int64_t fit_tokens = 8192;        // MoE inputs kept per layer for --router fit and --merge fix-dom / zipit
   std::string output = "stock";     // stock | exact (original router + expert map; docs/format.md)

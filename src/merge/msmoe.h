@@ -9,6 +9,8 @@
 //      total when nothing ties); and a layer never gets fewer than `min_groups` (≥ 1, and
 //      ⌈N / group_limit⌉ so that the group limit can be met) nor more than N — the reference
 //      fails on a layer with no group and can loop forever when r_l · group_limit < N.
+//      hc-smoe and kmeans use the same counts with --allocation global (the reference's
+//      dynamic_group, spec §A.5), with min_groups 1 (clustering has no group limit).
 // (iii) The dominant experts of a layer are its r_l most frequent (ties: the lower index).
 // (iv) Every other expert, in index order, joins the dominant expert it is most similar to
 //      (ties: the more frequent dominant). When that group then has more than `group_limit`

@@ -107,6 +107,40 @@ Geometry geometry_of(const LayerCalibration& c, Representation rep, Model& model
   fail("merge: unknown representation");
 }
 
+// The reference's K-means on one representation, or on several (spec §A.4: per representation
+// the distances to the centres divided by its dimension and standardised per centre column, then
+// averaged with weights 1 — merge/kmeans.h). expert-output runs on the vectors themselves (divided
+// by d), router-logits and weights on the embedding with exactly their distances, divided by the
+// vectors' true dimension (T, or 3·m·d) as the reference does. The first representation is the one
+// k-means++ draws from. A single representation is exactly the one-feature-set call.
+KMeansResult kmeans_layer(const LayerCalibration& c, const std::vector<Representation>& reps, Model& model,
+                          int64_t tokens, int64_t groups, uint64_t seed) {
+  const int64_t E = c.mean_output.size(0);
+  std::vector<Representation> distinct;
+  for (Representation rep : reps)
+    if (std::find(distinct.begin(), distinct.end(), rep) == distinct.end()) distinct.push_back(rep);
+  // One set of values per distinct representation (a repeat shares them); sized up front so that
+  // the pointers below stay valid.
+  std::vector<std::vector<double>> values(distinct.size());
+  std::vector<KMeansFeatures> by_rep(distinct.size());
+  for (size_t r = 0; r < distinct.size(); ++r) {
+    if (distinct[r] == Representation::ExpertOutput) {
+      values[r] = to_vector(c.mean_output);
+      by_rep[r] = KMeansFeatures{&values[r], c.mean_output.size(1), 1.0, 0.0};
+    } else {
+      const Geometry g = geometry_of(c, distinct[r], model, tokens);
+      values[r] = embedding(g);
+      by_rep[r] = KMeansFeatures{&values[r], E, 1.0, g.dim};
+    }
+  }
+  std::vector<KMeansFeatures> features;
+  for (Representation rep : reps)
+    features.push_back(by_rep[static_cast<size_t>(std::find(distinct.begin(), distinct.end(), rep) - distinct.begin())]);
+  KMeansOptions ko;
+  ko.seed = seed;
+  return kmeans(features, E, groups, ko);
+}
+
 // The kept calibration rows routed to each expert: top-k of the kept logits with the model's k.
 at::Tensor routed_mask(const LayerCalibration& c, const ModelConfig& cfg) {
   const int64_t S = c.logits.size(0), E = c.logits.size(1);
@@ -192,24 +226,22 @@ LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const Mod
     }
     return p;
   }
-  const Representation rep = parse_representation(representation_name(o));
+  // One representation, or K-means' combination of two or three (validated in merge.cpp).
+  const std::vector<Representation> reps = parse_representations(representation_name(o));
+  const Representation rep = reps.front();
   std::vector<int64_t> labels;
-  if (rep == Representation::ExpertOutput && o.method != "m-smoe") {
+  if (o.method == "kmeans") {
+    const KMeansResult km = kmeans_layer(c, reps, model, tokens, groups, o.seed);
+    labels = km.labels;
+    p.representative = km.dominant;
+  } else if (rep == Representation::ExpertOutput && o.method != "m-smoe") {
     // The paper's path, on the vectors themselves (distances summed like SciPy's pdist).
     const int64_t d = c.mean_output.size(1);
     const std::vector<double> X = to_vector(c.mean_output);
-    if (o.method == "kmeans") {
-      KMeansOptions ko;
-      ko.seed = o.seed;
-      const KMeansResult km = kmeans(X, E, d, groups, ko);
-      labels = km.labels;
-      p.representative = km.dominant;
-    } else {
-      const Dendrogram tree = linkage(X, E, d, parse_linkage(o.linkage));
-      p.heights = tree.heights;
-      labels = cut_tree(tree, E, groups);
-      p.representative = representatives(X, E, d, labels);
-    }
+    const Dendrogram tree = linkage(X, E, d, parse_linkage(o.linkage));
+    p.heights = tree.heights;
+    labels = cut_tree(tree, E, groups);
+    p.representative = representatives(X, E, d, labels);
   } else {
     const Geometry g = geometry_of(c, rep, model, tokens);
     if (o.method == "m-smoe") {
@@ -217,14 +249,6 @@ LayerPlan plan_layer(const LayerCalibration& c, const MergeOptions& o, const Mod
       labels = dg.labels;
       p.representative = dg.dominant;
       p.extra["m_smoe_moved"] = dg.moved;
-    } else if (o.method == "kmeans") {
-      // The reference divides each distance by the feature dimension (T, or the weights' size).
-      const std::vector<double> Y = embedding(g);
-      KMeansOptions ko;
-      ko.seed = o.seed;
-      const KMeansResult km = kmeans({KMeansFeatures{&Y, E, 1.0, g.dim}}, E, groups, ko);
-      labels = km.labels;
-      p.representative = km.dominant;
     } else {
       const Dendrogram tree = linkage_from_distances(distances(g), E, parse_linkage(o.linkage));
       p.heights = tree.heights;
@@ -254,17 +278,24 @@ MergePlan plan_merge(const MergeCalibration& calib, const MergeOptions& o, const
   MergePlan out;
   const int64_t N = calib.layers.front().mean_output.size(0);
   std::vector<int64_t> counts(calib.layers.size(), o.experts);
-  if (o.method == "m-smoe") {
-    const int64_t min_groups = (N + o.group_limit - 1) / o.group_limit;
-    out.summary["group_limit"] = o.group_limit;
-    out.summary["allocation"] = o.allocation.empty() ? "global" : o.allocation;
-    if (o.allocation != "uniform") {
+  const bool msmoe = o.method == "m-smoe";
+  if (msmoe || o.method == "hc-smoe" || o.method == "kmeans") {
+    // Groups per layer: r everywhere, or r_l from M-SMoE's global frequency threshold (spec §A.8.1;
+    // for hc-smoe and kmeans the reference's `dynamic_group`, §A.5). The default is m-smoe's
+    // global and the clustering methods' uniform, as in the reference.
+    const std::string allocation = !o.allocation.empty() ? o.allocation : msmoe ? "global" : "uniform";
+    if (msmoe) out.summary["group_limit"] = o.group_limit;
+    out.summary["allocation"] = allocation;
+    if (allocation == "global") {
+      // m-smoe: at least ⌈N / group_limit⌉ groups, so that the limit can be met; clustering has no
+      // group limit (spec §A.5): at least one cluster.
+      const int64_t min_groups = msmoe ? (N + o.group_limit - 1) / o.group_limit : 1;
       std::vector<std::vector<double>> freq;
       for (const LayerCalibration& c : calib.layers) freq.push_back(to_vector(c.frequency));
       const GlobalAllocation a = global_allocation(freq, o.experts, min_groups);
       counts = a.counts;
       out.summary["frequency_threshold"] = std::isfinite(a.threshold) ? json(a.threshold) : json(nullptr);
-      out.summary["layers_raised_to_group_limit_minimum"] = a.raised;
+      out.summary[msmoe ? "layers_raised_to_group_limit_minimum" : "layers_raised_to_one_cluster"] = a.raised;
     }
   }
   Progress bar("group", static_cast<int64_t>(calib.layers.size()), "layer");

@@ -2,10 +2,13 @@
 // MoE layer, which original experts become each output expert and how they are combined.
 //   hc-smoe   agglomerative clustering (merge/hclust.h) of the experts' representation
 //             (merge/represent.h: expert-output | router-logits | weights), cut at r clusters;
-//   kmeans    the reference's K-means (merge/kmeans.h) on the same representation;
+//   kmeans    the reference's K-means (merge/kmeans.h) on the same representation, or on two or
+//             three of them (each one's standardised distances averaged);
 //   m-smoe    frequency-dominant experts and similarity grouping with a group limit, r_l groups
 //             per layer from the global frequency threshold or r everywhere (merge/msmoe.h);
 //   o-prune, f-prune, s-prune, reap: the r kept experts.
+// hc-smoe and kmeans cluster every layer into r clusters, or into r_l from the same global
+// frequency threshold (--allocation global, the reference's dynamic_group).
 // Merged clusters are combined with usage-frequency weights (freq), plainly (average),
 // neuron-aligned into their dominant expert (fix-dom, merge/fixdom.h), or zipped neuron by neuron
 // by activation correlation (zipit, merge/zipit.h).
@@ -47,11 +50,12 @@ struct LayerPlan {
 
 struct MergePlan {
   std::map<int64_t, LayerPlan> layers;
-  json summary = json::object();  // method-wide report fields (m-smoe's allocation)
+  json summary = json::object();  // method-wide report fields (the allocation)
 };
 
 bool is_pruning(const std::string& method);
-// --representation, or the method's default (m-smoe: router-logits; otherwise expert-output).
+// --representation, or the method's default (m-smoe: router-logits; otherwise expert-output);
+// kmeans: possibly a combination "a+b[+c]".
 std::string representation_name(const MergeOptions& o);
 std::vector<double> to_vector(const at::Tensor& t);
 

@@ -19,6 +19,23 @@ Representation parse_representation(const std::string& name) {
   fail("--representation: '" + name + "' is not expert-output, router-logits or weights");
 }
 
+std::vector<Representation> parse_representations(const std::string& name) {
+  if (!is_combined_representation(name)) return {parse_representation(name)};
+  const std::vector<std::string> parts = split(name, '+');
+  if (parts.size() > 3)
+    fail("--representation: '" + name + "' combines " + std::to_string(parts.size()) +
+         " representations; K-means combines two or three (a+b or a+b+c of expert-output, router-logits, weights)");
+  std::vector<Representation> out;
+  for (const std::string& part : parts) {
+    if (part != "expert-output" && part != "router-logits" && part != "weights")
+      fail("--representation: '" + part + "' in '" + name + "' is not expert-output, router-logits or weights");
+    out.push_back(parse_representation(part));
+  }
+  return out;
+}
+
+bool is_combined_representation(const std::string& name) { return name.find('+') != std::string::npos; }
+
 const char* to_string(Representation r) {
   switch (r) {
     case Representation::ExpertOutput: return "expert-output";

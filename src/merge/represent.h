@@ -30,6 +30,13 @@ enum class Representation { ExpertOutput, RouterLogits, Weights };
 // "expert-output" | "router-logits" | "weights"; anything else throws mf::Error naming them.
 Representation parse_representation(const std::string& name);
 const char* to_string(Representation r);
+// K-means' combined representations (spec §A.4, the reference's `router-logits+expert-output`,
+// …): "a+b" or "a+b+c", each part one of the three names (a repeat is allowed), in the order
+// given — the first is the one k-means++ draws its initial centres from (the reference's
+// `experts`). A name without '+' gives that one representation. Anything else (an unknown or
+// empty part, more than three parts) throws mf::Error naming the valid names.
+std::vector<Representation> parse_representations(const std::string& name);
+bool is_combined_representation(const std::string& name);
 
 // n vectors of dimension `dim` known through their Gram matrix (row-major n×n).
 struct Geometry {
