@@ -10,6 +10,7 @@
 #include <map>
 
 #include "io/checkpoint.h"
+#include "merge/calibrate.h"
 #include "merge/merge.h"
 #include "merge/oprune.h"
 #include "model/model.h"
@@ -126,6 +127,7 @@ TEST(Merge, BadInputIsOneLineAndWritesNothing) {
       {m + " --experts 2 --seq-len 64 --calib " + short_calib, "too short for one calibration block"},
       {m + " --experts 2 --method nope --calib " + calib_file(), "unknown method 'nope'"},
       {m + " --experts 2 --linkage nope --calib " + calib_file(), "nope"},
+      {m + " --experts 2 --dtype float16 --calib " + calib_file(), "--dtype: 'float16' is not auto, float32 or bfloat16"},
   };
   for (const Case& c : cases) {
     const auto r = run_moeforge("merge " + c.args + " --out " + out);
@@ -228,4 +230,59 @@ TEST(Merge, ExactOutputReproducesTheInMemoryMergedModel) {
   const std::string stock_dir = fresh("exact_vs_stock");
   run_merge(mixtral(true), s, stock_dir);
   EXPECT_GT((Model::load(stock_dir, {at::kFloat, at::kCPU})->forward(ids) - a).abs().max().item<double>(), 1e-4);
+}
+
+// The calibration pass runs the experts in the model's dtype. In bf16: the pass's sums and norms
+// are those of the expert outputs it keeps (summed here in fp64), and those outputs are the
+// expert's function (a naive fp64 SwiGLU on the same weights and inputs, within bf16 rounding).
+TEST(Merge, ExpertPassInBf16SumsTheExpertsOwnOutputs) {
+  torch::manual_seed(3);
+  MoeFfnSpec spec;
+  spec.hidden = 40;
+  spec.widths = {16, 16, 16};
+  spec.router.selection.k = 2;
+  MoeFFN block(spec);
+  at::NoGradGuard no_grad;
+  for (auto& p : block.parameters()) p.normal_(0, 0.2);
+  block.to(at::kBFloat16);
+  const int64_t T = 70;  // more than one 64-row chunk, and d not a multiple of 16
+  const at::Tensor x = at::randn({T, 40}).to(at::kBFloat16);
+  const ExpertPass pass = every_expert_pass(block, x, T);
+  ASSERT_EQ(pass.kept.sizes(), at::IntArrayRef({T, 3, 40}));
+  const at::Tensor xd = x.to(at::kDouble);
+  for (int64_t e = 0; e < 3; ++e) {
+    const at::Tensor y = pass.kept.select(1, e);  // [T, d]
+    EXPECT_LE((pass.out_sum[e] - y.sum(0)).abs().max().item<double>(), 1e-5 * y.abs().sum(0).max().item<double>());
+    EXPECT_LE((pass.norms.select(1, e) - y.norm(2, -1)).abs().max().item<double>(), 1e-5 * y.norm(2, -1).max().item<double>());
+    const auto& ex = block.experts[static_cast<size_t>(e)];
+    const at::Tensor naive = (at::silu(xd.mm(ex->gate->weight.to(at::kDouble).t())) * xd.mm(ex->up->weight.to(at::kDouble).t()))
+                                 .mm(ex->down->weight.to(at::kDouble).t());
+    EXPECT_LE((y - naive).norm().item<double>(), 2e-2 * naive.norm().item<double>()) << e;
+  }
+}
+
+// `--dtype auto` runs a bf16 checkpoint in bf16 (as the reference runs its models), an fp32 one in
+// fp32; --dtype float32 overrides; the report says which.
+TEST(Merge, ComputeDtypeFollowsTheCheckpoint) {
+  const std::string src = stock_moe("olmoe");
+  const std::string bf16 = fresh("olmoe_bf16");
+  {
+    json cfg = Checkpoint::open(src).config();
+    cfg["torch_dtype"] = "bfloat16";
+    auto m = Model::load(src, {at::kBFloat16, at::kCPU});
+    SaveOptions so;
+    so.copy_aux_from = src;
+    save_checkpoint(bf16, cfg, m->hf_tensors(), so);
+  }
+  const json r16 = run_merge(bf16, options("hc-smoe", 2), fresh("bf16_out"));
+  EXPECT_EQ(r16["calibration"]["dtype"], "bfloat16");
+  EXPECT_TRUE(std::isfinite(r16["mean_output_error"].get<double>()));
+  MergeOptions o = options("hc-smoe", 2);
+  o.dtype = "float32";
+  const json r32 = run_merge(bf16, o, fresh("bf16_fp32_out"));
+  EXPECT_EQ(r32["calibration"]["dtype"], "float32");
+  // bf16 rounding moves the mean outputs a little, not this small model's clusters.
+  for (size_t l = 0; l < r16["layers"].size(); ++l)
+    EXPECT_EQ(r16["layers"][l]["clusters"], r32["layers"][l]["clusters"]) << l;
+  EXPECT_EQ(run_merge(src, options("hc-smoe", 2), fresh("fp32_out"))["calibration"]["dtype"], "float32");
 }

@@ -61,6 +61,10 @@ void add_merge_command(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str()->check(positive());
   cmd->add_option("--seq-len", a->o.calib.seq_len, "calibration block length (default min(2048, max positions))")
       ->check(positive());
+  cmd->add_option("--dtype", a->o.dtype,
+                  "compute dtype: auto (the checkpoint's torch_dtype: bfloat16 stays bfloat16, else float32) | "
+                  "float32 | bfloat16")
+      ->capture_default_str();
   cmd->add_option("--blocks", a->o.calib.blocks, "calibration blocks")->capture_default_str()->check(positive());
   cmd->add_option("--shard-size", a->shard_size, "maximum shard size, e.g. 5GB, 500MB")->capture_default_str();
   cmd->add_flag("--overwrite", a->o.overwrite, "replace --out if it exists and is not empty");

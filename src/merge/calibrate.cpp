@@ -1,10 +1,15 @@
 #include "merge/calibrate.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <map>
 
 #include "model/model.h"
 #include "model/moe_ffn.h"
+#include "moe/kernels.h"
 #include "profile/calibration_data.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -13,6 +18,91 @@
 #include "util/str.h"
 
 namespace mf {
+
+namespace {
+
+// An expert's gate and up weights as one [2f, d] tensor: a view when the block already keeps them
+// fused (MoeFFN's inference layout: up's rows right after gate's), else a copy.
+at::Tensor fused_gate_up(const GatedMLP& e) {
+  const at::Tensor& g = e.gate->weight;
+  const at::Tensor& u = e.up->weight;
+  const int64_t f = g.size(0), d = g.size(1);
+  if (g.is_contiguous() && u.is_contiguous() && g.is_alias_of(u) && u.scalar_type() == g.scalar_type() &&
+      static_cast<const char*>(u.data_ptr()) == static_cast<const char*>(g.data_ptr()) + f * d * g.element_size())
+    return g.as_strided({2 * f, d}, {d, 1});
+  return at::cat({g, u}, 0);
+}
+
+// Column sums (into sum, fp64 [d]) and row L2 norms (into norm, fp64 [T], strided) of a bf16
+// [T, d] matrix in one pass: fp32 within chunks of rows, fp64 across them.
+void bf16_sums_and_norms(const at::Tensor& y, double* sum, double* norm, int64_t norm_stride) {
+  const int64_t T = y.size(0), d = y.size(1), chunk = 64;
+  const uint16_t* p = reinterpret_cast<const uint16_t*>(y.data_ptr());
+  const int64_t chunks = (T + chunk - 1) / chunk;
+  std::vector<double> partial(static_cast<size_t>(chunks * d));
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> col(static_cast<size_t>(d));
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(col.begin(), col.end(), 0.0f);
+      for (int64_t t = c * chunk; t < std::min(T, (c + 1) * chunk); ++t) {
+        const uint16_t* row = p + t * d;
+        float sq[16] = {0};
+        int64_t j = 0;
+        for (; j + 16 <= d; j += 16)
+          for (int k = 0; k < 16; ++k) {
+            const uint32_t bits = static_cast<uint32_t>(row[j + k]) << 16;
+            float v;
+            std::memcpy(&v, &bits, 4);
+            col[j + k] += v;
+            sq[k] += v * v;
+          }
+        double total = 0;
+        for (; j < d; ++j) {
+          const uint32_t bits = static_cast<uint32_t>(row[j]) << 16;
+          float v;
+          std::memcpy(&v, &bits, 4);
+          col[j] += v;
+          total += static_cast<double>(v) * v;
+        }
+        for (int k = 0; k < 16; ++k) total += sq[k];
+        norm[t * norm_stride] = std::sqrt(total);
+      }
+      std::copy(col.begin(), col.end(), partial.begin() + c * d);
+    }
+  });
+  for (int64_t j = 0; j < d; ++j) sum[j] = 0;
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t j = 0; j < d; ++j) sum[j] += partial[c * d + j];
+}
+
+}  // namespace
+
+ExpertPass every_expert_pass(MoeFFN& block, const at::Tensor& x_in, int64_t keep_rows) {
+  const at::Tensor x = x_in.contiguous();
+  const int64_t E = block.num_experts(), T = x.size(0), d = x.size(1);
+  const moe::Act act = moe_activation(block.spec().act);
+  ExpertPass p;
+  p.out_sum = at::empty({E, d}, at::kDouble);
+  p.norms = at::empty({T, E}, at::kDouble);
+  if (keep_rows > 0) p.kept = at::empty({keep_rows, E, d}, at::kDouble);
+  for (int64_t e = 0; e < E; ++e) {
+    const GatedMLP& ex = *block.experts[static_cast<size_t>(e)];
+    // One GEMM for gate and up, the fused activation, the down GEMM: the expert as the MoE layer
+    // runs it, on all T rows.
+    const at::Tensor w_in = fused_gate_up(ex);
+    const at::Tensor h = moe::expert_activation(at::linear(x, w_in), {}, w_in.size(0) / 2, true, act);
+    const at::Tensor y = at::linear(h, ex.down->weight).contiguous();  // [T, d]
+    if (y.scalar_type() == at::kBFloat16) {
+      // libtorch's bf16 reductions cost as much as a third of the GEMMs here.
+      bf16_sums_and_norms(y, p.out_sum[e].data_ptr<double>(), p.norms.data_ptr<double>() + e, E);
+    } else {
+      p.out_sum[e].copy_(at::sum(y, {0}, false, at::kDouble));
+      p.norms.select(1, e).copy_(at::linalg_vector_norm(y, 2, {-1}, false, at::kDouble));
+    }
+    if (keep_rows > 0) p.kept.select(1, e).copy_(y.narrow(0, 0, keep_rows));
+  }
+  return p;
+}
 
 MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const MergeCalibOptions& o) {
   const ModelConfig& cfg = model.config();
@@ -74,19 +164,14 @@ MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const Merge
     auto it = acc.find(ev.layer);
     if (it == acc.end()) return;
     Acc& a = it->second;
-    const at::Tensor x = ev.tensor.to(at::kFloat);
-    std::vector<at::Tensor> outs;
-    for (int64_t e = 0; e < a.block->num_experts(); ++e)
-      outs.push_back(a.block->experts[static_cast<size_t>(e)]->forward(x, nullptr));
-    const at::Tensor y = at::stack(outs, 1);  // [N, E, d]
-    a.out_sum += y.to(at::kDouble).sum(0);
-    a.norms = y.norm(2, -1).to(at::kDouble);
+    const at::Tensor& x = ev.tensor;  // [N, d] in the model's dtype
+    const ExpertPass pass = every_expert_pass(*a.block, x, rows_kept(a.gram, x.size(0)));
+    a.out_sum += pass.out_sum;
+    a.norms = pass.norms;
     if (const int64_t n = rows_kept(a.inputs, x.size(0)); n > 0)
       a.inputs.narrow(0, block_start, n).copy_(x.narrow(0, 0, n));
-    if (const int64_t n = rows_kept(a.gram, x.size(0)); n > 0) {
-      const at::Tensor yk = y.narrow(0, 0, n).to(at::kDouble);
-      a.gram.narrow(0, block_start, n).copy_(at::bmm(yk, yk.transpose(1, 2)));
-    }
+    if (pass.kept.defined())
+      a.gram.narrow(0, block_start, pass.kept.size(0)).copy_(at::bmm(pass.kept, pass.kept.transpose(1, 2)));
   });
   const int64_t k = cfg.num_experts_per_tok;
   const bool renormalize = cfg.norm_topk_prob;

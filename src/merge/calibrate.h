@@ -30,6 +30,7 @@
 namespace mf {
 
 class Model;
+class MoeFFN;
 class Tokenizer;
 
 struct MergeCalibOptions {
@@ -60,6 +61,14 @@ struct MergeCalibration {
   int64_t tokens = 0, blocks = 0, seq_len = 0;
   std::vector<LayerCalibration> layers;  // routed MoE layers in order
 };
+
+// Every routed expert of `block` on every row of x [T, d] (the block's dtype), one expert at a
+// time: the sums of each expert's outputs over the rows [E, d], the outputs' L2 norms [T, E], and
+// the outputs of the first keep_rows rows [keep_rows, E, d] (undefined when keep_rows is 0); fp64.
+struct ExpertPass {
+  at::Tensor out_sum, norms, kept;
+};
+ExpertPass every_expert_pass(MoeFFN& block, const at::Tensor& x, int64_t keep_rows);
 
 MergeCalibration calibrate_merge(Model& model, const Tokenizer& tok, const MergeCalibOptions& options);
 

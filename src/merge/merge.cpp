@@ -222,6 +222,18 @@ void fit_routers(const Checkpoint& ck, const MergeCalibration& calib, MergePlan&
   }
 }
 
+// The dtype the original and the merged model run in: --dtype, or with "auto" the checkpoint's
+// torch_dtype (bfloat16 stays bfloat16, as the reference runs it; anything else runs in fp32).
+at::ScalarType compute_dtype(const std::string& name, const json& config) {
+  if (name == "auto") {
+    const bool bf16 = config.contains("torch_dtype") && config["torch_dtype"] == "bfloat16";
+    return bf16 ? at::kBFloat16 : at::kFloat;
+  }
+  const at::ScalarType t = parse_dtype(name);
+  if (t != at::kFloat && t != at::kBFloat16) fail("--dtype: '" + name + "' is not auto, float32 or bfloat16");
+  return t;
+}
+
 void validate(const MergeOptions& o, const ModelConfig& cfg) {
   static const std::vector<std::string> methods{"hc-smoe", "kmeans", "m-smoe", "o-prune", "f-prune", "s-prune", "reap"};
   if (std::find(methods.begin(), methods.end(), o.method) == methods.end())
@@ -280,12 +292,13 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   const Checkpoint ck = Checkpoint::open(model_dir);
   const ModelConfig cfg = parse_model_config(ck.config(), ck.config_path());
   validate(o, cfg);
+  const at::ScalarType dtype = compute_dtype(o.dtype, ck.config());
   check_model_output_dir(out_dir, o.overwrite, {model_dir});
   const bool writer = o.calib.sharding.writer();
   if (writer && o.experts == cfg.num_experts)
     log_warn("--experts equals the model's expert count: the output is the model unchanged");
 
-  std::shared_ptr<Model> model = Model::load(model_dir, {at::kFloat, at::kCPU});
+  std::shared_ptr<Model> model = Model::load(model_dir, {dtype, at::kCPU});
   const std::unique_ptr<Tokenizer> tok = Tokenizer::load(model_dir);
   const bool merging = !merge::is_pruning(o.method);
   const bool fit = merging && o.output == "stock" && o.router == "fit";
@@ -317,7 +330,7 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   tensors.clear();
 
   // The merged layers against the original ones on the first error_tokens calibration inputs.
-  std::shared_ptr<Model> merged = Model::load(out_dir, {at::kFloat, at::kCPU});
+  std::shared_ptr<Model> merged = Model::load(out_dir, {dtype, at::kCPU});
   model->eval();
   merged->eval();
   at::NoGradGuard no_grad;
@@ -327,10 +340,10 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   int64_t error_tokens = 0;
   for (const LayerCalibration& c : calib.layers) {
     const LayerPlan& p = plans.at(c.layer);
-    const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0)));
+    const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0))).to(dtype);
     error_tokens = x.size(0);
-    const at::Tensor y = model->ffn(c.layer)->forward(x, FfnContext{});
-    const at::Tensor y2 = merged->ffn(c.layer)->forward(x, FfnContext{});
+    const at::Tensor y = model->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
+    const at::Tensor y2 = merged->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
     const double err = ((y - y2).norm() / y.norm().clamp_min(1e-30)).item<double>();
     error_sum += err;
     counts.push_back(static_cast<int64_t>(p.members.size()));
@@ -354,7 +367,7 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
                  {"experts_per_layer", counts},
                  {"top_k", config["num_experts_per_tok"]},
                  {"output", o.output},
-                 {"calibration", {{"file", o.calib.file}, {"blocks", calib.blocks}, {"seq_len", calib.seq_len},
+                 {"calibration", {{"file", o.calib.file}, {"dtype", dtype == at::kBFloat16 ? "bfloat16" : "float32"}, {"blocks", calib.blocks}, {"seq_len", calib.seq_len},
                                   {"tokens", calib.tokens}, {"error_tokens", error_tokens}}},
                  {"mean_output_error", error_sum / static_cast<double>(calib.layers.size())},
                  {"layers", layers}};

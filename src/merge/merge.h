@@ -56,6 +56,7 @@ struct MergeOptions {
   std::string output = "stock";     // stock | exact (original router + expert map; docs/format.md)
   uint64_t seed = 0;                // kmeans: k-means++ draws; o-prune: the subset sample
   int64_t max_subsets = 100000;     // o-prune: exhaustive up to this many subsets, else a sample
+  std::string dtype = "auto";       // the models' compute dtype: auto (checkpoint's torch_dtype) | float32 | bfloat16
   MergeCalibOptions calib;
   uint64_t max_shard_bytes = 5000000000ull;
   bool overwrite = false;           // replace a non-empty out_dir
