@@ -61,6 +61,30 @@ TEST(ModelCli, GenerateJsonEqualsLibraryGreedy) {
   EXPECT_EQ(j["prompt_tokens"].get<size_t>(), ids32.size());
 }
 
+// --prompt-ids is the same prompt as its text; --ignore-eos generates exactly --max-new-tokens past
+// EOS (the library without stop ids); the timing fields split the run; bad ids are a usage error.
+TEST(ModelCli, GeneratePromptIdsAndIgnoreEos) {
+  const std::string& dir = tiny_gpt2_dir();
+  auto tok = Tokenizer::load(dir);
+  const auto ids32 = tok->encode("The quick brown fox", true);
+  std::string csv;
+  for (int32_t id : ids32) csv += (csv.empty() ? "" : ",") + std::to_string(id);
+  CliRun r = run("generate " + dir + " --prompt-ids " + csv +
+                 " --max-new-tokens 12 --temperature 0 --dtype float32 --ignore-eos --warmup --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  auto model = Model::load(dir);
+  GenerateOptions go;
+  go.max_new_tokens = 12;
+  go.sampling.temperature = 0;
+  EXPECT_EQ(j["ids"].get<std::vector<int64_t>>(), generate(*model, std::vector<int64_t>(ids32.begin(), ids32.end()), go));
+  EXPECT_EQ(j["ids"].size(), 12u);
+  EXPECT_NEAR(j["prompt_seconds"].get<double>() + j["decode_seconds"].get<double>(), j["seconds"].get<double>(), 1e-9);
+  CliRun bad = run("generate " + dir + " --prompt-ids 1,50257");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--prompt-ids: 50257 is not a token id"), std::string::npos) << bad.err;
+}
+
 TEST(ModelCli, GenerateStreamsText) {
   CliRun r = run("generate " + tiny_gpt2_dir() + " --prompt Hello --max-new-tokens 5 --seed 4 --top-k 50 --top-p 0.9");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -24,31 +24,9 @@ die() { echo "FAIL: $*" >&2; exit 1; }
 [ -x "$bin" ] || die "no moeforge binary at $bin"
 
 # --- node-llama-cpp --------------------------------------------------------------------------
-command -v node >/dev/null && command -v npm >/dev/null ||
-  skip "Node.js and npm are not installed (the llama.cpp check needs Node.js >= 20 and npm)"
-[ "$(node -p 'Number(process.versions.node.split(".")[0])')" -ge 20 ] ||
-  skip "Node.js $(node --version) is too old for node-llama-cpp 3 (needs >= 20)"
-case "$(uname -m)" in
-  x86_64) platform=linux-x64 ;;
-  aarch64) platform=linux-arm64 ;;
-  *) skip "node-llama-cpp has no prebuilt llama.cpp for $(uname -m)" ;;
-esac
-if [ ! -f "$cache/node_modules/node-llama-cpp/package.json" ] || [ ! -d "$cache/node_modules/@node-llama-cpp/$platform" ]; then
-  timeout 60 npm view node-llama-cpp@3 version >/dev/null 2>&1 ||
-    skip "npm cannot reach the registry to install node-llama-cpp@3"
-  # Installed next to the final place and renamed into it: an interrupted install leaves no cache.
-  staging="$cache.tmp-$$"
-  rm -rf "$staging" && mkdir -p "$staging"
-  npm_install() {
-    npm install --prefix "$staging" --no-audit --no-fund --ignore-scripts --omit=optional "$@" >>"$staging.log" 2>&1 ||
-      { cat "$staging.log" >&2; rm -rf "$staging"; die "npm install $* failed"; }
-  }
-  npm_install node-llama-cpp@3
-  version="$(node -p "require('$staging/node_modules/node-llama-cpp/package.json').version")"
-  npm_install "@node-llama-cpp/$platform@$version"  # this platform's CPU build only (not CUDA/Vulkan)
-  rm -rf "$cache" && mv "$staging" "$cache" && rm -f "$staging.log"
-  echo "installed node-llama-cpp $version into $cache"
-fi
+# shellcheck source=tests/gguf/node_llama_cpp.sh
+. "$src/tests/gguf/node_llama_cpp.sh"
+nlc_install "$cache"
 # ES modules resolve packages from the importing file's directory: run the check from the cache.
 cp "$src/tests/gguf/check.mjs" "$cache/check.mjs"
 
