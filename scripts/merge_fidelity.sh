@@ -2,7 +2,8 @@
 # HC-SMoE's comparison transposed to a bundled MoE model (docs/merge.md "Fidelity"): every method
 # of `moeforge merge` at the given expert counts, calibrated on the reference corpus's validation
 # split, scored on every item of the reference-corpus tasks (accuracy ± stderr) and on every domain's
-# test text (bits per byte). Merging methods use the exact output (the paper's routing).
+# test text (bits per byte). Merging methods use the exact output (the paper's routing); the
+# models run in fp32 (--dtype float32), as the tables in docs/merge.md were made.
 #   bash scripts/merge_fidelity.sh MODEL R [R...]   e.g. models/tiny-qwen-moe 24 16  (needs data/corpus)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ for r in "$@"; do
     exact=""
     case $m in hc-smoe|kmeans|m-smoe) exact="--output exact" ;; esac
     [[ -f $dir/merge_report.json ]] || "$BIN" -q merge "$MODEL" --method "$m" --experts "$r" $exact \
-      --calib data/corpus/validation.jsonl --seq-len 512 --out "$dir" --overwrite > /dev/null
+      --calib data/corpus/validation.jsonl --seq-len 512 --dtype float32 --out "$dir" --overwrite > /dev/null
     evaluate "$dir" "$OUT/$m-$r.json"
   done
 done

@@ -16,17 +16,27 @@ at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
   const int64_t n = w.size(-1);
   const bool needs_grad =
       at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+  const at::ScalarType wt = w.scalar_type();
   const bool small = !needs_grad && x.device().is_cpu() && w.device().is_cpu() && w.dim() == 2 &&
-                     w.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kBFloat16 && w.is_contiguous() &&
+                     (wt == at::kBFloat16 || wt == at::kFloat) && x.scalar_type() == wt && w.is_contiguous() &&
                      x.numel() > 0 && x.numel() <= kSmallBatchRows * n;
   if (!small) return at::linear(x, w, b);
   // Conversions in plain loops, not torch ops: at batch 1 each op's fixed cost is a visible
-  // share of the ~100 us a projection takes.
+  // share of the ~100 us a projection takes. fp32 too: libtorch's fp32 GEMV reaches well under
+  // half the memory bandwidth at batch 1.
+  const bool bf16 = wt == at::kBFloat16;
   const at::Tensor xc = x.contiguous();
   const int64_t T = x.numel() / n, R = w.size(0);
-  const c10::BFloat16* xb = xc.data_ptr<c10::BFloat16>();
-  std::vector<float> xf(T * n), bf;
-  for (int64_t i = 0; i < T * n; ++i) xf[i] = static_cast<float>(xb[i]);
+  std::vector<float> xf, bf;
+  const float* xp = nullptr;
+  if (bf16) {
+    const c10::BFloat16* xb = xc.data_ptr<c10::BFloat16>();
+    xf.resize(T * n);
+    for (int64_t i = 0; i < T * n; ++i) xf[i] = static_cast<float>(xb[i]);
+    xp = xf.data();
+  } else {
+    xp = xc.data_ptr<float>();
+  }
   if (b.defined()) {
     const at::Tensor bc = b.to(at::kFloat).contiguous();
     bf.assign(bc.data_ptr<float>(), bc.data_ptr<float>() + R);
@@ -34,7 +44,7 @@ at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
   auto shape = x.sizes().vec();
   shape.back() = R;
   at::Tensor y = at::empty(shape, x.options());
-  moe::small_batch_matmul(xf.data(), T, n, w.data_ptr(), true, R, bf.empty() ? nullptr : bf.data(), y.data_ptr(), true);
+  moe::small_batch_matmul(xp, T, n, w.data_ptr(), bf16, R, bf.empty() ? nullptr : bf.data(), y.data_ptr(), bf16);
   return y;
 }
 

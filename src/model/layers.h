@@ -17,8 +17,8 @@
 
 namespace mf {
 
-// y = x Wᵀ + b: at::linear, except for inference on a few rows of bf16 (decode): there a kernel that streams
-// each weight row once (moe::small_batch_matmul) replaces libtorch's slow bf16 GEMV.
+// y = x Wᵀ + b: at::linear, except for inference on a few rows of bf16 or fp32 (decode): there a kernel
+// that streams each weight row once (moe::small_batch_matmul) replaces libtorch's slow GEMV.
 at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
 // A LoRA adapter of one Linear (Hu et al. 2021, PEFT semantics):
