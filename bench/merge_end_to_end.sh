@@ -2,8 +2,8 @@
 # `moeforge merge` end to end (issue 16; docs/benchmarks.md): wall time and peak RSS (GNU time) of
 #  1. merging models/tiny-qwen-moe (32 experts per layer) to 16 with every method, calibrated as
 #     scripts/merge_fidelity.sh does (32 blocks of 512 tokens of the reference corpus);
-#  2. hc-smoe 64 -> 32 on a random OLMoE-shaped checkpoint (d 2048, f 1024, 64 experts, 2 layers,
-#     bf16, 1.7 GB; 2 blocks of 1024 tokens), where the weights, not libtorch's fixed RSS, dominate.
+#  2. hc-smoe 64 -> 32 on a random OLMoE-shaped checkpoint (d 2048, f 1024, 64 experts, 6 layers,
+#     bf16, 5 GB; 2 blocks of 1024 tokens), where the weights, not libtorch's fixed RSS, dominate.
 # The baseline RSS is `moeforge info` on the same model (the process with libtorch loaded).
 #   bash bench/merge_end_to_end.sh        (needs data/corpus: scripts/build-corpus.sh; writes under $TMPDIR)
 set -euo pipefail
@@ -37,7 +37,7 @@ for m in hc-smoe kmeans m-smoe o-prune f-prune s-prune reap; do
 done
 cat > "$TMP/olmoe.json" <<'JSON'
 {"architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "hidden_size": 2048, "intermediate_size": 1024,
- "num_experts": 64, "num_experts_per_tok": 8, "num_hidden_layers": 2, "num_attention_heads": 16,
+ "num_experts": 64, "num_experts_per_tok": 8, "num_hidden_layers": 6, "num_attention_heads": 16,
  "num_key_value_heads": 16, "vocab_size": 8192, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
  "norm_topk_prob": false, "tie_word_embeddings": false, "torch_dtype": "bfloat16"}
 JSON

@@ -143,6 +143,20 @@ TEST(Safetensors, ZeroCopyTensorsAreWritableWithoutTouchingTheFile) {
   EXPECT_EQ(read_file(path), before);
 }
 
+// The pages of a tensor leave RSS when its last zero-copy view is freed (release_view), never
+// while another view lives: a view's in-place changes survive a second view of the same tensor
+// being dropped; its neighbour is untouched.
+TEST(Safetensors, DroppingAViewKeepsTheOtherViewsChanges) {
+  std::string path = tmp("views.safetensors");
+  save_safetensors(path, {{"a", torch::ones({8192})}, {"w", torch::ones({16384})}});  // 64 KB: whole pages
+  auto st = SafetensorsFile::open(path);
+  at::Tensor kept = st->get("w");
+  kept.mul_(5);
+  st->get("w");  // a second view, freed at once
+  EXPECT_TRUE(at::equal(kept, torch::full({16384}, 5.0f)));
+  EXPECT_TRUE(at::equal(st->get("a"), torch::ones({8192})));
+}
+
 TEST(Safetensors, MisalignedDataIsCopied) {
   // A U8 first then an F32 at offset 1: the F32 is misaligned (MLX-style writers do this).
   float v = 4.5f;

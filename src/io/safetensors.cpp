@@ -295,6 +295,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   f->data_ = f->map_ + 8 + n;
   parse_safetensors_header(header, f->size_ - 8 - n, path, f->tensors_, f->metadata_);
   for (size_t i = 0; i < f->tensors_.size(); ++i) f->by_name_[f->tensors_[i].name] = i;
+  f->live_views_.assign(f->tensors_.size(), 0);
   f->self_ = f;
   return f;
 }
@@ -335,8 +336,14 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
     uintptr_t b = reinterpret_cast<uintptr_t>(src) / page * page;
     ::madvise(reinterpret_cast<void*>(b), reinterpret_cast<uintptr_t>(src) + info->nbytes() - b, MADV_POPULATE_READ);
     auto keep = self_.lock();
+    const size_t index = static_cast<size_t>(info - tensors_.data());
+    {
+      std::lock_guard<std::mutex> lock(views_mutex_);
+      ++live_views_[index];
+    }
     return at::from_blob(
-        const_cast<uint8_t*>(src), info->shape, [keep](void*) {}, at::TensorOptions().dtype(type));
+        const_cast<uint8_t*>(src), info->shape, [keep, index](void*) { keep->release_view(index); },
+        at::TensorOptions().dtype(type));
   }
   auto out = at::empty(info->shape, type);
   std::memcpy(out.data_ptr(), src, info->nbytes());
@@ -346,16 +353,22 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
 at::Tensor SafetensorsFile::get(const std::string& name, at::ScalarType dtype) const {
   at::Tensor t = get(name);
   if (t.scalar_type() == dtype) return t;
-  at::Tensor out = t.to(dtype);
-  // The stored copy is no longer needed: drop its pages from RSS (they are file-backed and
-  // unmodified, so a later read simply faults them in again).
-  const StTensorInfo* info = find(name);
-  long page = ::sysconf(_SC_PAGESIZE);
-  uintptr_t b = reinterpret_cast<uintptr_t>(data_ + info->begin);
-  uintptr_t e = reinterpret_cast<uintptr_t>(data_ + info->end);
-  uintptr_t pb = (b + page - 1) / page * page, pe = e / page * page;
+  return t.to(dtype);  // the stored view dies here: release_view drops its pages
+}
+
+void SafetensorsFile::release_view(size_t index) const {
+  {
+    std::lock_guard<std::mutex> lock(views_mutex_);
+    if (--live_views_[index] > 0) return;
+  }
+  // No view of the tensor is left: drop its whole pages from RSS. They are file-backed; pages a
+  // view modified (copy-on-write) belonged to that view alone, and a later get faults the file's
+  // bytes in again. Pages shared with a neighbouring tensor stay.
+  const StTensorInfo& info = tensors_[index];
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const uintptr_t b = reinterpret_cast<uintptr_t>(data_ + info.begin), e = reinterpret_cast<uintptr_t>(data_ + info.end);
+  const uintptr_t pb = (b + page - 1) / page * page, pe = e / page * page;
   if (pe > pb) ::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_DONTNEED);
-  return out;
 }
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,16 +46,20 @@ class SafetensorsFile {
   uint64_t file_size() const { return size_; }
 
   // The tensor as stored. Zero-copy (copy-on-write private mapping, so writes are safe) when
-  // the data is aligned; copied otherwise; F8 types are decoded to float32.
+  // the data is aligned; copied otherwise; F8 types are decoded to float32. When the last
+  // zero-copy view of a tensor is freed, its whole pages leave the process's RSS (a later get
+  // reads them from the file again; in-place changes are not kept once no view holds them): a model whose layers replace loaded tensors by copies (fused
+  // expert weights, conversions) does not keep both resident.
   at::Tensor get(const std::string& name) const;
-  // The tensor converted to `dtype`; the source pages are released afterwards when a
-  // conversion happened, so loading a whole checkpoint as bf16 stays near 1x its size in RSS.
+  // The tensor converted to `dtype` (the source pages are released as above once converted, so
+  // loading a whole checkpoint as bf16 stays near 1x its size in RSS).
   at::Tensor get(const std::string& name, at::ScalarType dtype) const;
   // Raw bytes of a tensor (for byte-exact pass-through copies).
   const uint8_t* raw(const StTensorInfo& info) const { return data_ + info.begin; }
 
  private:
   SafetensorsFile() = default;
+  void release_view(size_t index) const;  // a zero-copy view of tensors_[index] was freed
   std::string path_;
   std::vector<StTensorInfo> tensors_;
   std::unordered_map<std::string, size_t> by_name_;
@@ -63,6 +68,8 @@ class SafetensorsFile {
   const uint8_t* data_ = nullptr;  // start of the data buffer inside the mapping
   uint64_t size_ = 0;
   std::weak_ptr<SafetensorsFile> self_;
+  mutable std::mutex views_mutex_;
+  mutable std::vector<int> live_views_;  // zero-copy views alive per tensor
 };
 
 // Parses and validates a header (the JSON after the 8-byte length) against a data buffer of

@@ -1,5 +1,7 @@
 #include "merge/merge.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -222,6 +224,15 @@ void fit_routers(const Checkpoint& ck, const MergeCalibration& calib, MergePlan&
   }
 }
 
+// Hands the heap's free pages back to the system. glibc keeps freed blocks of a few MB in the
+// heap once its mmap threshold has risen (it does after the calibration's per-expert buffers), so
+// without this the released original model would still count in the process's memory.
+void release_freed_memory() {
+#ifdef __GLIBC__
+  ::malloc_trim(0);
+#endif
+}
+
 // The dtype the original and the merged model run in: --dtype, or with "auto" the checkpoint's
 // torch_dtype (bfloat16 stays bfloat16, as the reference runs it; anything else runs in fp32).
 at::ScalarType compute_dtype(const std::string& name, const json& config) {
@@ -317,6 +328,20 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   if (fit) fit_routers(ck, calib, plan);
   const std::map<int64_t, LayerPlan>& plans = plan.layers;
 
+  // The original layers' outputs on the error tokens; then the original model goes, so that
+  // writing (from the checkpoint files) and the merged model never share memory with it.
+  std::map<int64_t, at::Tensor> original_outputs;  // layer -> [S, d] fp32
+  {
+    at::NoGradGuard no_grad;
+    model->eval();
+    for (const LayerCalibration& c : calib.layers) {
+      const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0))).to(dtype);
+      original_outputs[c.layer] = model->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
+    }
+  }
+  model.reset();
+  release_freed_memory();
+
   json config;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   if (o.output == "exact")
@@ -328,10 +353,10 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   save.max_shard_bytes = o.max_shard_bytes;
   save_checkpoint(out_dir, config, tensors, save);
   tensors.clear();
+  release_freed_memory();
 
   // The merged layers against the original ones on the first error_tokens calibration inputs.
   std::shared_ptr<Model> merged = Model::load(out_dir, {dtype, at::kCPU});
-  model->eval();
   merged->eval();
   at::NoGradGuard no_grad;
   json layers = json::array();
@@ -342,7 +367,7 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
     const LayerPlan& p = plans.at(c.layer);
     const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0))).to(dtype);
     error_tokens = x.size(0);
-    const at::Tensor y = model->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
+    const at::Tensor& y = original_outputs.at(c.layer);
     const at::Tensor y2 = merged->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
     const double err = ((y - y2).norm() / y.norm().clamp_min(1e-30)).item<double>();
     error_sum += err;
