@@ -48,8 +48,9 @@ class SafetensorsFile {
   // The tensor as stored. Zero-copy (copy-on-write private mapping, so writes are safe) when
   // the data is aligned; copied otherwise; F8 types are decoded to float32. When the last
   // zero-copy view of a tensor is freed, its whole pages leave the process's RSS (a later get
-  // reads them from the file again; in-place changes are not kept once no view holds them): a model whose layers replace loaded tensors by copies (fused
-  // expert weights, conversions) does not keep both resident.
+  // reads them from the file again; in-place changes are not kept once no view holds them), so
+  // a model whose layers replace loaded tensors by copies (fused expert weights, conversions)
+  // does not keep both resident.
   at::Tensor get(const std::string& name) const;
   // The tensor converted to `dtype` (the source pages are released as above once converted, so
   // loading a whole checkpoint as bf16 stays near 1x its size in RSS).

@@ -330,14 +330,16 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
 
   // The original layers' outputs on the error tokens; then the original model goes, so that
   // writing (from the checkpoint files) and the merged model never share memory with it.
+  // The first error_tokens calibration inputs of a layer, in the models' dtype.
+  auto error_inputs = [&](const LayerCalibration& c) {
+    return c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0))).to(dtype);
+  };
   std::map<int64_t, at::Tensor> original_outputs;  // layer -> [S, d] fp32
   {
     at::NoGradGuard no_grad;
     model->eval();
-    for (const LayerCalibration& c : calib.layers) {
-      const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0))).to(dtype);
-      original_outputs[c.layer] = model->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
-    }
+    for (const LayerCalibration& c : calib.layers)
+      original_outputs[c.layer] = model->ffn(c.layer)->forward(error_inputs(c), FfnContext{}).to(at::kFloat);
   }
   model.reset();
   release_freed_memory();
@@ -365,7 +367,7 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
   int64_t error_tokens = 0;
   for (const LayerCalibration& c : calib.layers) {
     const LayerPlan& p = plans.at(c.layer);
-    const at::Tensor x = c.inputs.narrow(0, 0, std::min(o.calib.error_tokens, c.inputs.size(0))).to(dtype);
+    const at::Tensor x = error_inputs(c);
     error_tokens = x.size(0);
     const at::Tensor& y = original_outputs.at(c.layer);
     const at::Tensor y2 = merged->ffn(c.layer)->forward(x, FfnContext{}).to(at::kFloat);
@@ -392,8 +394,12 @@ json run_merge(const std::string& model_dir, const MergeOptions& o, const std::s
                  {"experts_per_layer", counts},
                  {"top_k", config["num_experts_per_tok"]},
                  {"output", o.output},
-                 {"calibration", {{"file", o.calib.file}, {"dtype", dtype == at::kBFloat16 ? "bfloat16" : "float32"}, {"blocks", calib.blocks}, {"seq_len", calib.seq_len},
-                                  {"tokens", calib.tokens}, {"error_tokens", error_tokens}}},
+                 {"calibration", {{"file", o.calib.file},
+                                  {"dtype", dtype == at::kBFloat16 ? "bfloat16" : "float32"},
+                                  {"blocks", calib.blocks},
+                                  {"seq_len", calib.seq_len},
+                                  {"tokens", calib.tokens},
+                                  {"error_tokens", error_tokens}}},
                  {"mean_output_error", error_sum / static_cast<double>(calib.layers.size())},
                  {"layers", layers}};
   if (o.method == "o-prune") report["max_subsets"] = o.max_subsets;
