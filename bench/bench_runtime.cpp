@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "model/model.h"
+#include "moe/kernels.h"
 #include "peaks.h"
 
 namespace {
@@ -148,5 +149,44 @@ void BM_RuntimeLinearBf16(benchmark::State& state) {
   state.counters["weight_GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_RuntimeLinearBf16)->Args({1, 0})->Args({1, 1})->Args({1, 2})->Args({512, 0})->UseRealTime();
+
+}  // namespace
+
+namespace {
+
+// The decode GEMV kernel alone (moe::small_batch_matmul, batch 1) on weights far beyond the
+// caches, as a fraction of the plain read of the same bytes in the same run. Args: dtype (0 bf16,
+// 1 fp32), kernel ISA (2 avx512-bf16 dot products, 1 avx512 widening, 0 scalar).
+void BM_DecodeGemv(benchmark::State& state) {
+  const bool bf16 = state.range(0) == 0;
+  const auto isa = static_cast<mf::moe::KernelIsa>(state.range(1));
+  if (mf::moe::set_kernel_isa(isa) != isa) {
+    mf::moe::set_kernel_isa(mf::moe::KernelIsa::Avx512Bf16);
+    state.SkipWithError("the CPU lacks this ISA");
+    return;
+  }
+  const int64_t R = 4096, n = 1024, mats = bf16 ? 64 : 32;  // 512 MiB of weights
+  std::vector<at::Tensor> ws;
+  for (int64_t i = 0; i < mats; ++i) ws.push_back((torch::randn({R, n}) * 0.02).to(bf16 ? at::kBFloat16 : at::kFloat));
+  auto x = torch::randn({1, n}).to(bf16 ? at::kBFloat16 : at::kFloat);
+  auto y = torch::empty({1, R}, x.options());
+  const double bytes = static_cast<double>(ws[0].nbytes());
+  int64_t i = 0;
+  double gemv_s = 0, read_s = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    mf::moe::small_batch_matmul(x.data_ptr(), bf16, 1, n, ws[i++ % mats].data_ptr(), bf16, R, nullptr, y.data_ptr(),
+                                bf16);
+    gemv_s += seconds_since(t0);
+    state.PauseTiming();
+    read_s += mf::bench::timed_stream_read(static_cast<int64_t>(bytes));
+    state.ResumeTiming();
+  }
+  mf::moe::set_kernel_isa(mf::moe::KernelIsa::Avx512Bf16);
+  state.counters["weight_GB/s"] = bytes * state.iterations() / gemv_s * 1e-9;
+  state.counters["read_GB/s"] = bytes * state.iterations() / read_s * 1e-9;
+  state.counters["of_read"] = read_s / gemv_s;
+}
+BENCHMARK(BM_DecodeGemv)->Args({0, 2})->Args({0, 1})->Args({1, 1})->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(2.0);
 
 }  // namespace

@@ -199,3 +199,23 @@ TEST(MoeRouting, SigmoidScoresWithRenormalisation) {
   EXPECT_LT((o.gates - sel_s / sel_s.sum(1, true)).abs().max().item<float>(), 1e-6);
   EXPECT_TRUE((std::get<0>(sel_s.min(1)) >= std::get<0>(s.topk(2, 1)).select(1, 1) - 1e-7).all().item<bool>());
 }
+
+TEST(MoeRouting, GateValuesLoopEqualsDifferentiableOps) {
+  // Inference computes the gates in one loop, training through autograd ops: same values, empty
+  // (-1) slots included (top-p leaves some).
+  torch::manual_seed(4);
+  for (at::ScalarType dt : {at::kFloat, at::kDouble}) {
+    at::Tensor probs = at::softmax(at::randn({16, 6}, dt) * 2, -1);
+    SelectionConfig sel;
+    sel.selection = Selection::TopP;
+    sel.top_p = 0.5;
+    at::Tensor idx = select_experts(probs, sel);
+    ASSERT_TRUE((idx < 0).any().item<bool>());
+    for (GateMode mode : {GateMode::Ones, GateMode::Prob, GateMode::Renorm, GateMode::UnitST}) {
+      at::Tensor loop = gate_values(probs, idx, mode);
+      at::Tensor ops = gate_values(probs.clone().requires_grad_(true), idx, mode).detach();
+      EXPECT_LE((loop - ops).abs().max().item<double>(), dt == at::kFloat ? 1e-7 : 1e-15) << int(mode);
+      EXPECT_EQ(loop.scalar_type(), dt);
+    }
+  }
+}

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "model/decode_attention.h"
 #include "moe/kernels.h"
 #include "util/compat.h"
 #include "util/error.h"
@@ -21,22 +22,13 @@ at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
                      (wt == at::kBFloat16 || wt == at::kFloat) && x.scalar_type() == wt && w.is_contiguous() &&
                      x.numel() > 0 && x.numel() <= kSmallBatchRows * n;
   if (!small) return at::linear(x, w, b);
-  // Conversions in plain loops, not torch ops: at batch 1 each op's fixed cost is a visible
-  // share of the ~100 us a projection takes. fp32 too: libtorch's fp32 GEMV reaches well under
-  // half the memory bandwidth at batch 1.
+  // No torch ops for the bias and the output: at batch 1 each op's fixed cost is a visible share
+  // of the ~100 us a projection takes. fp32 too: libtorch's fp32 GEMV reaches well under half
+  // the memory bandwidth at batch 1.
   const bool bf16 = wt == at::kBFloat16;
   const at::Tensor xc = x.contiguous();
   const int64_t T = x.numel() / n, R = w.size(0);
-  std::vector<float> xf, bf;
-  const float* xp = nullptr;
-  if (bf16) {
-    const c10::BFloat16* xb = xc.data_ptr<c10::BFloat16>();
-    xf.resize(T * n);
-    for (int64_t i = 0; i < T * n; ++i) xf[i] = static_cast<float>(xb[i]);
-    xp = xf.data();
-  } else {
-    xp = xc.data_ptr<float>();
-  }
+  std::vector<float> bf;
   if (b.defined()) {
     const at::Tensor bc = b.to(at::kFloat).contiguous();
     bf.assign(bc.data_ptr<float>(), bc.data_ptr<float>() + R);
@@ -44,7 +36,8 @@ at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
   auto shape = x.sizes().vec();
   shape.back() = R;
   at::Tensor y = at::empty(shape, x.options());
-  moe::small_batch_matmul(xp, T, n, w.data_ptr(), bf16, R, bf.empty() ? nullptr : bf.data(), y.data_ptr(), bf16);
+  moe::small_batch_matmul(xc.data_ptr(), bf16, T, n, w.data_ptr(), bf16, R, bf.empty() ? nullptr : bf.data(),
+                          y.data_ptr(), bf16);
   return y;
 }
 
@@ -276,50 +269,6 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   });
   return out;
 }
-
-namespace {
-
-// One new token attending to every cached position (decode without padding): per head,
-// softmax(q·k_j / sqrt(D)) · v in fp32 straight from the cache, GQA by indexing. Replaces the
-// expand copies of k/v and the SDPA op chain, whose fixed costs dominate at batch 1.
-at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hkv = k.size(1), S = k.size(2), rep = H / Hkv;
-  at::Tensor out = at::empty({B, H, 1, D}, q.options());
-  const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "single_query_attention", [&] {
-    using S_ = scalar_t;
-    const S_ *qp = q.data_ptr<S_>(), *kp = k.data_ptr<S_>(), *vp = v.data_ptr<S_>();
-    S_* op = out.data_ptr<S_>();
-    const auto qs = q.strides(), ks = k.strides(), vs = v.strides();
-    at::parallel_for(0, B * H, std::max<int64_t>(1, 8192 / std::max<int64_t>(S * D, 1)), [&](int64_t i0, int64_t i1) {
-      std::vector<float> qf(D), p(S), acc(D);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / H, h = i % H, g = h / rep;
-        for (int64_t d = 0; d < D; ++d) qf[d] = static_cast<float>(qp[b * qs[0] + h * qs[1] + d * qs[3]]);
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < S; ++j) {
-          const S_* kr = kp + b * ks[0] + g * ks[1] + j * ks[2];
-          float dot = 0.f;
-          for (int64_t d = 0; d < D; ++d) dot += qf[d] * static_cast<float>(kr[d * ks[3]]);
-          p[j] = dot * scale;
-          mx = std::max(mx, p[j]);
-        }
-        float sum = 0.f;
-        for (int64_t j = 0; j < S; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t j = 0; j < S; ++j) {
-          const S_* vr = vp + b * vs[0] + g * vs[1] + j * vs[2];
-          const float w = p[j] / sum;
-          for (int64_t d = 0; d < D; ++d) acc[d] += w * static_cast<float>(vr[d * vs[3]]);
-        }
-        for (int64_t d = 0; d < D; ++d) op[i * D + d] = static_cast<S_>(acc[d]);
-      }
-    });
-  });
-  return out;
-}
-
-}  // namespace
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const ForwardState& st,
                   bool use_window) {

@@ -4,32 +4,54 @@
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
-#if defined(__x86_64__)
-// GCC 12 reports false "uninitialized" warnings inside the AVX-512 reduce/convert intrinsics.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#define MF_X86 1
-#endif
+#include "util/simd_x86.h"
 
 namespace mf::moe {
 
+#ifdef MF_X86
+using simd::exp512;
+using simd::load16;
+#endif
+
 namespace {
 
-bool detect_avx512() {
+KernelIsa detect_isa() {
 #ifdef MF_X86
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl");
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")))
+    return KernelIsa::Scalar;
+  return __builtin_cpu_supports("avx512bf16") ? KernelIsa::Avx512Bf16 : KernelIsa::Avx512;
 #else
-  return false;
+  return KernelIsa::Scalar;
 #endif
 }
 
-const bool kAvx512 = detect_avx512();
+const KernelIsa kCpuIsa = detect_isa();
+
+// MOEFORGE_KERNEL_ISA=scalar|avx512 caps the kernels below what the CPU has (A/B measurements,
+// as ONEDNN_MAX_CPU_ISA does for oneDNN); unknown values are ignored.
+KernelIsa initial_isa() {
+  const char* env = std::getenv("MOEFORGE_KERNEL_ISA");
+  const std::string cap = env ? env : "";
+  const KernelIsa want = cap == "scalar" ? KernelIsa::Scalar : cap == "avx512" ? KernelIsa::Avx512 : kCpuIsa;
+  return std::min(want, kCpuIsa);
+}
+
+std::atomic<int> g_isa{static_cast<int>(initial_isa())};
+
+inline bool use_avx512() { return g_isa.load(std::memory_order_relaxed) >= static_cast<int>(KernelIsa::Avx512); }
+// vdpbf16ps: bf16 pairs multiplied exactly and summed in fp32, 32 products per instruction where
+// widening bf16 weights for fp32 FMAs takes three instructions per 16 (the bound of a core's
+// bf16 GEMV on AMD Zen 4).
+inline bool use_dpbf16() {
+  return g_isa.load(std::memory_order_relaxed) >= static_cast<int>(KernelIsa::Avx512Bf16);
+}
 
 template <typename A>
 inline A act_scalar(A v, Act act) {
@@ -50,34 +72,6 @@ inline A act_scalar(A v, Act act) {
 namespace {
 
 #ifdef MF_X86
-// exp(x) for fp32 lanes: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial, 2^n by
-// scalef. Relative error ~1e-7 (fp32 rounding), inputs clamped to [-88, 88].
-__attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.f)), _mm512_set1_ps(-88.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
-template <bool BF16>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load16(const void* p, int64_t i, __mmask16 m) {
-  if (BF16) {
-    __m256i raw = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-  }
-  return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + i);
-}
-
 // fp32 -> bf16 with round-to-nearest-even (finite inputs), masked store.
 template <bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline void store16(void* p, int64_t i, __m512 v, __mmask16 m) {
@@ -91,8 +85,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline void store16(void* p
   }
 }
 
-// One row: out[c] = act(g[c] + bg[c]) * (u[c] + bu[c]); u == null for ungated experts.
-template <bool BF16>
+// One row: out[c] = act(g[c] + bg[c]) * (u[c] + bu[c]); u == null for ungated experts. Inputs
+// are bf16 or fp32 as BF16, the output as OUT_BF16.
+template <bool BF16, bool OUT_BF16 = BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void act_row_avx512(const void* g, const void* u, const float* bg,
                                                                            const float* bu, void* out, int64_t f,
                                                                            Act act) {
@@ -119,7 +114,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void act_row_avx512(const v
       if (bu) w = _mm512_add_ps(w, _mm512_maskz_loadu_ps(m, bu + i));
       v = _mm512_mul_ps(v, w);
     }
-    store16<BF16>(out, i, v, m);
+    store16<OUT_BF16>(out, i, v, m);
   }
 }
 #endif
@@ -137,7 +132,7 @@ at::Tensor expert_activation(const at::Tensor& h_in, const at::Tensor& b_in, int
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(f, 1));
 #ifdef MF_X86
   const bool bf16 = h.scalar_type() == at::kBFloat16;
-  if (kAvx512 && act != Act::GELU && (bf16 || h.scalar_type() == at::kFloat)) {
+  if (use_avx512() && act != Act::GELU && (bf16 || h.scalar_type() == at::kFloat)) {
     const int64_t esz = bf16 ? 2 : 4;
     const char* hp = static_cast<const char*>(h.data_ptr());
     char* op = static_cast<char*>(out.data_ptr());
@@ -177,7 +172,9 @@ at::Tensor expert_activation(const at::Tensor& h_in, const at::Tensor& b_in, int
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dot products of one weight row against NX fp32 vectors.
+// Dot products of one weight row against NX activation vectors. The activations are fp32
+// (XT = float), or bf16 (XT = uint16_t) for bf16 weights when vdpbf16ps is in use: bf16 x bf16
+// products are exact in fp32 and summed in fp32, as libtorch's and llama.cpp's bf16 GEMMs do.
 
 namespace {
 
@@ -188,16 +185,27 @@ inline float bf16_to_float(uint16_t v) {
   return f;
 }
 
-template <bool BF16>
-void dot_rows_scalar(const void* wrow, int64_t n, const float* const* xs, int nx, float* out) {
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) { return bf16_to_float(v); }
+
+template <bool BF16, typename XT>
+void dot_rows_scalar(const void* wrow, int64_t n, const XT* const* xs, int nx, float* out) {
   for (int v = 0; v < nx; ++v) out[v] = 0.f;
   for (int64_t i = 0; i < n; ++i) {
     const float wv = BF16 ? bf16_to_float(static_cast<const uint16_t*>(wrow)[i]) : static_cast<const float*>(wrow)[i];
-    for (int v = 0; v < nx; ++v) out[v] += wv * xs[v][i];
+    for (int v = 0; v < nx; ++v) out[v] += wv * to_float(xs[v][i]);
   }
 }
 
 #ifdef MF_X86
+// Weight lines are prefetched this far ahead: one core's hardware prefetcher alone kept too few
+// lines in flight (bench BM_DecodeGemv: 1 thread ~22 -> ~27 GB/s, 2 threads 0.85-0.95 -> ~1.0 of
+// a plain read). 8 KB beat 2, 4, 12, 16 and 32 KB.
+constexpr int64_t kPrefetchBytes = 8192;
+
+__attribute__((target("avx512f"))) inline void prefetch_lines(const void* p, int lines) {
+  for (int l = 0; l < lines; ++l) _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
+}
 template <bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_w(const void* w, int64_t i) {
   if (BF16) {
@@ -205,16 +213,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_w(const 
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
   }
   return _mm512_loadu_ps(static_cast<const float*>(w) + i);
-}
-
-template <bool BF16>
-__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_w_masked(const void* w, int64_t i,
-                                                                                   __mmask16 m) {
-  if (BF16) {
-    __m256i raw = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(w) + i);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-  }
-  return _mm512_maskz_loadu_ps(m, static_cast<const float*>(w) + i);
 }
 
 // Four independent accumulators per vector: with two, the FMA latency chain held one core below
@@ -228,6 +226,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void dot_rows_avx512(const 
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
     __m512 wv[4];
+    prefetch_lines(static_cast<const char*>(w) + i * (BF16 ? 2 : 4), BF16 ? 2 : 4);
     for (int u = 0; u < 4; ++u) wv[u] = load_w<BF16>(w, i + 16 * u);
     for (int v = 0; v < NX; ++v)
       for (int u = 0; u < 4; ++u) acc[v][u] = _mm512_fmadd_ps(wv[u], _mm512_loadu_ps(xs[v] + i + 16 * u), acc[v][u]);
@@ -235,47 +234,119 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void dot_rows_avx512(const 
   for (; i < n; i += 16) {
     const int64_t rem = std::min<int64_t>(16, n - i);
     const __mmask16 m = static_cast<__mmask16>((1u << rem) - 1u);
-    const __m512 w0 = load_w_masked<BF16>(w, i, m);
+    const __m512 w0 = load16<BF16>(w, i, m);
     for (int v = 0; v < NX; ++v) acc[v][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, xs[v] + i), acc[v][0]);
   }
   for (int v = 0; v < NX; ++v)
     out[v] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3])));
 }
 
+template <int NX>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void dot_rows_dpbf16(const uint16_t* w, int64_t n,
+                                                                                       const uint16_t* const* xs,
+                                                                                       float* out) {
+  __m512 acc[NX][4];
+  for (int v = 0; v < NX; ++v)
+    for (int u = 0; u < 4; ++u) acc[v][u] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    __m512i wv[4];
+    prefetch_lines(w + i, 4);
+    for (int u = 0; u < 4; ++u) wv[u] = _mm512_loadu_si512(w + i + 32 * u);
+    for (int v = 0; v < NX; ++v)
+      for (int u = 0; u < 4; ++u)
+        acc[v][u] = _mm512_dpbf16_ps(acc[v][u], (__m512bh)wv[u], (__m512bh)_mm512_loadu_si512(xs[v] + i + 32 * u));
+  }
+  for (; i < n; i += 32) {
+    const int64_t rem = std::min<int64_t>(32, n - i);
+    const __mmask32 m = rem == 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << rem) - 1u);
+    const __m512i w0 = _mm512_maskz_loadu_epi16(m, w + i);
+    for (int v = 0; v < NX; ++v)
+      acc[v][0] = _mm512_dpbf16_ps(acc[v][0], (__m512bh)w0, (__m512bh)_mm512_maskz_loadu_epi16(m, xs[v] + i));
+  }
+  for (int v = 0; v < NX; ++v)
+    out[v] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3])));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void to_bf16_avx512(const float* v, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t rem = std::min<int64_t>(16, n - i);
+    const __mmask16 m = static_cast<__mmask16>((1u << rem) - 1u);
+    store16<true>(out, i, _mm512_maskz_loadu_ps(m, v + i), m);
+  }
+}
 #endif
 
+// Calls f(integral_constant<int, NX>, first) over [0, nx) in groups of at most four vectors.
+template <typename F>
+inline void in_groups_of_four(int64_t nx, F&& f) {
+  int64_t v = 0;
+  for (; v + 4 <= nx; v += 4) f(std::integral_constant<int, 4>(), v);
+  switch (nx - v) {
+    case 3: f(std::integral_constant<int, 3>(), v); break;
+    case 2: f(std::integral_constant<int, 2>(), v); break;
+    case 1: f(std::integral_constant<int, 1>(), v); break;
+    default: break;
+  }
+}
 
-// out[v] = <row, xs[v]> for v < nx, any nx.
-template <bool BF16>
-inline void dot_rows(const void* w, int64_t n, const float* const* xs, int64_t nx, float* out) {
+// out[v] = <row, xs[v]> for v < nx, any nx. XT = uint16_t only when use_dpbf16().
+template <bool BF16, typename XT>
+inline void dot_rows(const void* w, int64_t n, const XT* const* xs, int64_t nx, float* out) {
 #ifdef MF_X86
-  if (kAvx512) {
-    int64_t v = 0;
-    for (; v + 4 <= nx; v += 4) dot_rows_avx512<BF16, 4>(w, n, xs + v, out + v);
-    switch (nx - v) {
-      case 3: dot_rows_avx512<BF16, 3>(w, n, xs + v, out + v); break;
-      case 2: dot_rows_avx512<BF16, 2>(w, n, xs + v, out + v); break;
-      case 1: dot_rows_avx512<BF16, 1>(w, n, xs + v, out + v); break;
-      default: break;
-    }
+  if constexpr (std::is_same_v<XT, uint16_t>) {
+    static_assert(BF16, "bf16 activations go with bf16 weights");
+    const uint16_t* wb = static_cast<const uint16_t*>(w);
+    in_groups_of_four(nx, [&](auto k, int64_t v) { dot_rows_dpbf16<decltype(k)::value>(wb, n, xs + v, out + v); });
+    return;
+  } else if (use_avx512()) {
+    in_groups_of_four(nx, [&](auto k, int64_t v) { dot_rows_avx512<BF16, decltype(k)::value>(w, n, xs + v, out + v); });
     return;
   }
 #endif
-  for (int64_t v = 0; v < nx; v += 4) dot_rows_scalar<BF16>(w, n, xs + v, static_cast<int>(std::min<int64_t>(4, nx - v)), out + v);
+  for (int64_t v = 0; v < nx; v += 4)
+    dot_rows_scalar<BF16>(w, n, xs + v, static_cast<int>(std::min<int64_t>(4, nx - v)), out + v);
 }
 
 // out[r - r0] = <w[r], x> for r in [r0, r1): the batch-1 case, written contiguously. (Four rows
 // per pass sharing the loads of x was tried: 30 % slower, the interleaved streams defeat the
 // prefetcher.)
-template <bool BF16>
-void dot_rows_one_x(const void* w, int64_t n, int64_t r0, int64_t r1, const float* x, float* out) {
+template <bool BF16, typename XT>
+void dot_rows_one_x(const void* w, int64_t n, int64_t r0, int64_t r1, const XT* x, float* out) {
   constexpr int64_t esz = BF16 ? 2 : 4;
   for (int64_t r = r0; r < r1; ++r)
     dot_rows<BF16>(static_cast<const char*>(w) + r * n * esz, n, &x, 1, out + (r - r0));
 }
 
-template <bool BF16>
-void fused_impl(const float* x, int64_t T, int64_t d, const std::vector<DecodeJob>& jobs, float* y) {
+// fp32 values as the activation type XT (bf16: round to nearest even).
+template <typename XT>
+void store_activations(const float* v, int64_t n, XT* out) {
+  if constexpr (std::is_same_v<XT, float>) {
+    std::memcpy(out, v, n * sizeof(float));
+  } else {
+#ifdef MF_X86
+    if (use_avx512()) return to_bf16_avx512(v, n, out);
+#endif
+    for (int64_t i = 0; i < n; ++i) out[i] = c10::BFloat16(v[i]).x;
+  }
+}
+
+// The n values at x (bf16 when x_bf16, else fp32) as XT: x itself when the types agree.
+template <typename XT>
+const XT* activations_as(const void* x, bool x_bf16, int64_t n, std::vector<XT>& buf) {
+  if (x_bf16 == std::is_same_v<XT, uint16_t>) return static_cast<const XT*>(x);
+  buf.resize(n);
+  if constexpr (std::is_same_v<XT, float>) {
+    const uint16_t* xb = static_cast<const uint16_t*>(x);
+    for (int64_t i = 0; i < n; ++i) buf[i] = bf16_to_float(xb[i]);
+  } else {
+    store_activations(static_cast<const float*>(x), n, buf.data());
+  }
+  return buf.data();
+}
+
+template <bool BF16, typename XT>
+void fused_impl(const XT* x, int64_t T, int64_t d, const std::vector<DecodeJob>& jobs, float* y) {
   const size_t J = jobs.size();
   constexpr int64_t esz = BF16 ? 2 : 4;
   // Row ranges of stage 1 (all jobs' input rows) and buffer offsets.
@@ -287,11 +358,12 @@ void fused_impl(const float* x, int64_t T, int64_t d, const std::vector<DecodeJo
     h_off[j + 1] = h_off[j] + nin * nt;
     a_off[j + 1] = a_off[j] + jobs[j].f * nt;
   }
-  std::vector<float> h(h_off[J]), a(a_off[J]);
+  std::vector<float> h(h_off[J]);
+  std::vector<XT> a(a_off[J]);
 
   // Stage 1: h[job][token] = W_in x[token] (each input row of each job read once).
   at::parallel_for(0, row_begin[J], 16, [&](int64_t r0, int64_t r1) {
-    std::vector<const float*> xs;
+    std::vector<const XT*> xs;
     std::vector<float> tmp;
     size_t j = std::upper_bound(row_begin.begin(), row_begin.end(), r0) - row_begin.begin() - 1;
     for (int64_t r = r0; r < r1;) {
@@ -321,30 +393,34 @@ void fused_impl(const float* x, int64_t T, int64_t d, const std::vector<DecodeJo
   std::vector<int64_t> pair_begin(J + 1, 0);
   for (size_t j = 0; j < J; ++j) pair_begin[j + 1] = pair_begin[j] + static_cast<int64_t>(jobs[j].tokens.size());
   at::parallel_for(0, pair_begin[J], 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> row;
     for (int64_t p = p0; p < p1; ++p) {
       const size_t j = std::upper_bound(pair_begin.begin(), pair_begin.end(), p) - pair_begin.begin() - 1;
       const DecodeJob& job = jobs[j];
       const int64_t i = p - pair_begin[j], f = job.f, nin = (job.gated ? 2 : 1) * f;
       const float* hr = h.data() + h_off[j] + i * nin;
-      float* ar = a.data() + a_off[j] + i * f;
+      XT* ar = a.data() + a_off[j] + i * f;
 #ifdef MF_X86
-      if (kAvx512 && job.act != Act::GELU) {
-        act_row_avx512<false>(hr, job.gated ? hr + f : nullptr, job.b_in, job.gated && job.b_in ? job.b_in + f : nullptr,
-                              ar, f, job.act);
+      if (use_avx512() && job.act != Act::GELU) {
+        act_row_avx512<false, std::is_same_v<XT, uint16_t>>(hr, job.gated ? hr + f : nullptr, job.b_in,
+                                                             job.gated && job.b_in ? job.b_in + f : nullptr, ar, f,
+                                                             job.act);
         continue;
       }
 #endif
+      row.resize(f);
       for (int64_t c = 0; c < f; ++c) {
         float v = act_scalar(hr[c] + (job.b_in ? job.b_in[c] : 0.f), job.act);
         if (job.gated) v *= hr[f + c] + (job.b_in ? job.b_in[f + c] : 0.f);
-        ar[c] = v;
+        row[c] = v;
       }
+      store_activations(row.data(), f, ar);
     }
   });
 
   // Stage 3: y[t, r] += gate * (W_out[r] . a + b_out[r]), each output row owned by one thread.
   at::parallel_for(0, d, 16, [&](int64_t r0, int64_t r1) {
-    std::vector<const float*> as;
+    std::vector<const XT*> as;
     std::vector<float> tmp;
     for (size_t j = 0; j < J; ++j) {
       const DecodeJob& job = jobs[j];
@@ -369,10 +445,10 @@ void fused_impl(const float* x, int64_t T, int64_t d, const std::vector<DecodeJo
   });
 }
 
-template <bool BF16>
-void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w, int64_t R, const float* b, void* y,
+template <bool BF16, typename XT>
+void small_batch_matmul_impl(const XT* x, int64_t T, int64_t n, const void* w, int64_t R, const float* b, void* y,
                              bool y_bf16) {
-  std::vector<const float*> xs(T);
+  std::vector<const XT*> xs(T);
   for (int64_t t = 0; t < T; ++t) xs[t] = x + t * n;
   constexpr int64_t esz = BF16 ? 2 : 4;
   // One contiguous block of rows per thread (static halves). Dynamic hand-out of 32 KB chunks
@@ -397,23 +473,42 @@ void small_batch_matmul_impl(const float* x, int64_t T, int64_t n, const void* w
 
 }  // namespace
 
-void small_batch_matmul(const float* x, int64_t T, int64_t n, const void* w, bool bf16, int64_t R, const float* b,
-                        void* y, bool y_bf16) {
+void small_batch_matmul(const void* x, bool x_bf16, int64_t T, int64_t n, const void* w, bool bf16, int64_t R,
+                        const float* b, void* y, bool y_bf16) {
+  if (bf16 && use_dpbf16()) {
+    std::vector<uint16_t> buf;
+    small_batch_matmul_impl<true>(activations_as(x, x_bf16, T * n, buf), T, n, w, R, b, y, y_bf16);
+    return;
+  }
+  std::vector<float> buf;
+  const float* xf = activations_as(x, x_bf16, T * n, buf);
   if (bf16)
-    small_batch_matmul_impl<true>(x, T, n, w, R, b, y, y_bf16);
+    small_batch_matmul_impl<true>(xf, T, n, w, R, b, y, y_bf16);
   else
-    small_batch_matmul_impl<false>(x, T, n, w, R, b, y, y_bf16);
+    small_batch_matmul_impl<false>(xf, T, n, w, R, b, y, y_bf16);
 }
 
-void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
+void fused_small_batch(const void* x, bool x_bf16, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
                        float* y) {
+  if (bf16 && use_dpbf16()) {
+    std::vector<uint16_t> buf;
+    fused_impl<true>(activations_as(x, x_bf16, T * d, buf), T, d, jobs, y);
+    return;
+  }
+  std::vector<float> buf;
+  const float* xf = activations_as(x, x_bf16, T * d, buf);
   if (bf16)
-    fused_impl<true>(x, T, d, jobs, y);
+    fused_impl<true>(xf, T, d, jobs, y);
   else
-    fused_impl<false>(x, T, d, jobs, y);
+    fused_impl<false>(xf, T, d, jobs, y);
 }
 
-bool fused_kernels_use_avx512() { return kAvx512; }
+KernelIsa kernel_isa() { return static_cast<KernelIsa>(g_isa.load()); }
+
+KernelIsa set_kernel_isa(KernelIsa isa) {
+  g_isa.store(std::min(static_cast<int>(isa), static_cast<int>(kCpuIsa)));
+  return kernel_isa();
+}
 
 #ifdef MF_X86
 namespace {
@@ -431,7 +526,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void axpy_bf16_avx512(float
 void axpy_bf16(float w, const void* x, float* y, int64_t n) {
   const uint16_t* xb = static_cast<const uint16_t*>(x);
 #ifdef MF_X86
-  if (kAvx512) return axpy_bf16_avx512(w, xb, y, n);
+  if (use_avx512()) return axpy_bf16_avx512(w, xb, y, n);
 #endif
   for (int64_t i = 0; i < n; ++i) y[i] += w * bf16_to_float(xb[i]);
 }

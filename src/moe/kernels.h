@@ -29,23 +29,30 @@ struct DecodeJob {
   std::vector<float> gates;     // their combine weights
 };
 
-// y[t] += sum over jobs containing t of gate * expert(x[t]); x [T, d] fp32, y [T, d] fp32.
-// Each weight row is read once per call for all of that expert's tokens (GEMV-style; the
-// batch-1 bound is memory bandwidth, not FLOPs). Parallel over weight rows.
-void fused_small_batch(const float* x, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
+// y[t] += sum over jobs containing t of gate * expert(x[t]); x [T, d] bf16 (x_bf16) or fp32,
+// y [T, d] fp32. Each weight row is read once per call for all of that expert's tokens
+// (GEMV-style; the batch-1 bound is memory bandwidth, not FLOPs). Parallel over weight rows.
+// With bf16 weights on an AVX512_BF16 CPU the inputs and the expert's activations are rounded
+// to bf16 (as a bf16 model computes them); otherwise the math is fp32 throughout.
+void fused_small_batch(const void* x, bool x_bf16, int64_t T, int64_t d, bool bf16, const std::vector<DecodeJob>& jobs,
                        float* y);
 
 // y[t, r] = <w[r], x[t]> (+ b[r]) for t < T: w [R, n] row-major, bf16 (bf16 = true) or fp32;
-// x [T, n] fp32; b [R] fp32 or null; y [T, R] fp32, or bf16 (rounded to nearest even) when
-// y_bf16. Parallel over w's rows, each read once for all T rows of x: meant for T <= ~8, where
-// the bound is memory bandwidth.
-void small_batch_matmul(const float* x, int64_t T, int64_t n, const void* w, bool bf16, int64_t R, const float* b,
-                        void* y, bool y_bf16);
+// x [T, n] bf16 (x_bf16) or fp32; b [R] fp32 or null; y [T, R] fp32, or bf16 (rounded to nearest
+// even) when y_bf16. Parallel over w's rows, each read once for all T rows of x: meant for
+// T <= ~8, where the bound is memory bandwidth. Sums in fp32; bf16 weights on an AVX512_BF16 CPU
+// take x rounded to bf16.
+void small_batch_matmul(const void* x, bool x_bf16, int64_t T, int64_t n, const void* w, bool bf16, int64_t R,
+                        const float* b, void* y, bool y_bf16);
 
 // y[i] += w * x[i] for bf16 x, fp32 y (the combine's inner loop).
 void axpy_bf16(float w, const void* x, float* y, int64_t n);
 
-// True when the AVX-512 kernels are in use (otherwise a portable scalar loop).
-bool fused_kernels_use_avx512();
+// Instruction sets of the kernels above, in increasing order: the best the CPU has unless lowered
+// (tests cover every path on one machine; benchmarks compare them in one run).
+enum class KernelIsa { Scalar = 0, Avx512 = 1, Avx512Bf16 = 2 };
+KernelIsa kernel_isa();
+// Never above what the CPU has; returns the ISA now in effect.
+KernelIsa set_kernel_isa(KernelIsa isa);
 
 }  // namespace mf::moe

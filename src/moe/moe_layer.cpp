@@ -203,12 +203,13 @@ at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool
                                    const at::Tensor& shared_gate) {
   const RoutingPlan& p = o.plan;
   const int64_t T = x.size(0), d = dim();
-  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  const bool bf16 = experts_->dtype() == at::kBFloat16;
+  // The kernel reads bf16 or fp32 inputs; anything else (fp64, fp16) becomes fp32.
+  const at::Tensor xk = x.scalar_type() == at::kBFloat16 ? x.contiguous() : x.to(at::kFloat).contiguous();
   const at::Tensor gates = o.route.gates.detach().to(at::kFloat).contiguous();
   const float* gp = gates.data_ptr<float>();
   const int64_t* rt = p.row_token.data_ptr<int64_t>();
   const int64_t* rs = p.row_slot.data_ptr<int64_t>();
-  const bool bf16 = experts_->dtype() == at::kBFloat16;
   std::vector<DecodeJob> jobs;
   std::vector<at::Tensor> keep;  // fp32 biases alive for the call
   auto add_job = [&](const DenseExpertBankImpl& bank, int64_t e) -> DecodeJob& {
@@ -249,7 +250,7 @@ at::Tensor MoELayerImpl::run_fused(const at::Tensor& x, const MoEOutput& o, bool
     }
   }
   at::Tensor y = at::zeros({T, d}, at::kFloat);
-  fused_small_batch(xf.data_ptr<float>(), T, d, bf16, jobs, y.data_ptr<float>());
+  fused_small_batch(xk.data_ptr(), xk.scalar_type() == at::kBFloat16, T, d, bf16, jobs, y.data_ptr<float>());
   return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
 }
 
