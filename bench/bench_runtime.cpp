@@ -10,6 +10,7 @@
 
 #include "model/model.h"
 #include "moe/kernels.h"
+#include "util/huge_pages.h"
 #include "peaks.h"
 
 namespace {
@@ -167,6 +168,7 @@ void BM_DecodeGemv(benchmark::State& state) {
   }
   const int64_t R = 4096, n = 1024, mats = bf16 ? 64 : 32;  // 512 MiB of weights
   std::vector<at::Tensor> ws;
+  mf::HugePageWeights as_a_model_loads_them;
   for (int64_t i = 0; i < mats; ++i) ws.push_back((torch::randn({R, n}) * 0.02).to(bf16 ? at::kBFloat16 : at::kFloat));
   auto x = torch::randn({1, n}).to(bf16 ? at::kBFloat16 : at::kFloat);
   auto y = torch::empty({1, R}, x.options());

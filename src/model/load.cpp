@@ -7,6 +7,7 @@
 #include "model/load.h"
 #include "model/model.h"
 #include "util/error.h"
+#include "util/huge_pages.h"
 #include "util/log.h"
 
 namespace mf {
@@ -50,6 +51,7 @@ std::shared_ptr<Model> load_model_with_overrides(const std::string& dir, const L
   auto model = Model::create(cfg);
   {
     at::NoGradGuard guard;
+    HugePageWeights weights;
     for (auto& p : model->named_parameters()) {
       if (fresh.count(p.key())) {
         p.value().set_data(p.value().to(options.dtype).to(options.device));

@@ -6,6 +6,7 @@
 #include "moe/lora_expert_bank.h"
 #include "moe/routers/selection.h"
 #include "util/error.h"
+#include "util/huge_pages.h"
 #include "util/str.h"
 
 namespace mf {
@@ -162,6 +163,7 @@ std::pair<moe::DenseExpertBank, moe::DenseExpertBank> MoeFFN::dense_banks(bool d
   if (!base_ || !fingerprint_matches()) {
     c10::InferenceMode normal_tensors(false);  // the parameters must never become inference tensors
     at::NoGradGuard ng;
+    HugePageWeights on_huge_pages;
     base_ = bank_from(experts, act_, false);
     base_shared_ = shared_expert ? bank_from({shared_expert}, act_, false) : nullptr;
     cached_ = moe::MoELayer(nullptr);
