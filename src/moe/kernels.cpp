@@ -18,6 +18,7 @@ namespace mf::moe {
 #ifdef MF_X86
 using simd::exp512;
 using simd::load16;
+using simd::tail_mask16;
 #endif
 
 namespace {
@@ -93,8 +94,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void act_row_avx512(const v
                                                                            Act act) {
   const __m512 one = _mm512_set1_ps(1.f);
   for (int64_t i = 0; i < f; i += 16) {
-    const int64_t rem = std::min<int64_t>(16, f - i);
-    const __mmask16 m = static_cast<__mmask16>((1u << rem) - 1u);
+    const __mmask16 m = tail_mask16(f - i);
     __m512 x = load16<BF16>(g, i, m);
     if (bg) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, bg + i));
     __m512 v;
@@ -215,6 +215,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_w(const 
   return _mm512_loadu_ps(static_cast<const float*>(w) + i);
 }
 
+__attribute__((target("avx512f"))) inline float sum_of_four(const __m512 (&acc)[4]) {
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
 // Four independent accumulators per vector: with two, the FMA latency chain held one core below
 // its share of the memory bandwidth (measured 0.94 vs 0.88 of a plain read on two cores).
 template <bool BF16, int NX>
@@ -232,13 +236,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void dot_rows_avx512(const 
       for (int u = 0; u < 4; ++u) acc[v][u] = _mm512_fmadd_ps(wv[u], _mm512_loadu_ps(xs[v] + i + 16 * u), acc[v][u]);
   }
   for (; i < n; i += 16) {
-    const int64_t rem = std::min<int64_t>(16, n - i);
-    const __mmask16 m = static_cast<__mmask16>((1u << rem) - 1u);
+    const __mmask16 m = tail_mask16(n - i);
     const __m512 w0 = load16<BF16>(w, i, m);
     for (int v = 0; v < NX; ++v) acc[v][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, xs[v] + i), acc[v][0]);
   }
-  for (int v = 0; v < NX; ++v)
-    out[v] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3])));
+  for (int v = 0; v < NX; ++v) out[v] = sum_of_four(acc[v]);
 }
 
 template <int NX>
@@ -264,14 +266,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void dot_rows_dp
     for (int v = 0; v < NX; ++v)
       acc[v][0] = _mm512_dpbf16_ps(acc[v][0], (__m512bh)w0, (__m512bh)_mm512_maskz_loadu_epi16(m, xs[v] + i));
   }
-  for (int v = 0; v < NX; ++v)
-    out[v] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]), _mm512_add_ps(acc[v][2], acc[v][3])));
+  for (int v = 0; v < NX; ++v) out[v] = sum_of_four(acc[v]);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void to_bf16_avx512(const float* v, int64_t n, uint16_t* out) {
   for (int64_t i = 0; i < n; i += 16) {
-    const int64_t rem = std::min<int64_t>(16, n - i);
-    const __mmask16 m = static_cast<__mmask16>((1u << rem) - 1u);
+    const __mmask16 m = tail_mask16(n - i);
     store16<true>(out, i, _mm512_maskz_loadu_ps(m, v + i), m);
   }
 }
