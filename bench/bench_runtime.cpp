@@ -188,6 +188,7 @@ void BM_DecodeGemv(benchmark::State& state) {
   state.counters["weight_GB/s"] = bytes * state.iterations() / gemv_s * 1e-9;
   state.counters["read_GB/s"] = bytes * state.iterations() / read_s * 1e-9;
   state.counters["of_read"] = read_s / gemv_s;
+  state.SetLabel("prefetch " + std::to_string(mf::moe::prefetch_bytes()) + " B");
 }
 BENCHMARK(BM_DecodeGemv)->Args({0, 2})->Args({0, 1})->Args({1, 1})->Unit(benchmark::kMicrosecond)->UseRealTime()->MinTime(2.0);
 

@@ -198,12 +198,19 @@ void dot_rows_scalar(const void* wrow, int64_t n, const XT* const* xs, int nx, f
 }
 
 #ifdef MF_X86
-// Weight lines are prefetched this far ahead: one core's hardware prefetcher alone kept too few
-// lines in flight (bench BM_DecodeGemv: 1 thread ~22 -> ~27 GB/s, 2 threads 0.85-0.95 -> ~1.0 of
-// a plain read). 8 KB beat 2, 4, 12, 16 and 32 KB.
-constexpr int64_t kPrefetchBytes = 8192;
+// Weight lines are prefetched this far ahead: one core's hardware prefetcher alone keeps too few
+// lines in flight. The best distance depends on the core (docs/runtime.md, "Decode kernels"):
+// on AMD Zen 4, 8 KB beat 2, 4, 12, 16 and 32 KB (1 thread ~22 -> ~27 GB/s); on Intel Sapphire
+// Rapids 2 KB beat 8 KB by 8-17 % (8 KB fell below no prefetch at all for bf16 on two threads).
+// MOEFORGE_PREFETCH_BYTES overrides it (0: no software prefetch), for A/B runs on other CPUs.
+int64_t initial_prefetch_bytes() {
+  if (const char* env = std::getenv("MOEFORGE_PREFETCH_BYTES")) return std::max<int64_t>(0, std::atoll(env)) & ~int64_t(63);
+  return __builtin_cpu_is("amd") ? 8192 : 2048;
+}
+const int64_t kPrefetchBytes = initial_prefetch_bytes();
 
 __attribute__((target("avx512f"))) inline void prefetch_lines(const void* p, int lines) {
+  if (kPrefetchBytes == 0) return;
   for (int l = 0; l < lines; ++l) _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
 }
 template <bool BF16>
@@ -504,6 +511,14 @@ void fused_small_batch(const void* x, bool x_bf16, int64_t T, int64_t d, bool bf
 }
 
 KernelIsa kernel_isa() { return static_cast<KernelIsa>(g_isa.load()); }
+
+int64_t prefetch_bytes() {
+#ifdef MF_X86
+  return use_avx512() ? kPrefetchBytes : 0;
+#else
+  return 0;
+#endif
+}
 
 KernelIsa set_kernel_isa(KernelIsa isa) {
   g_isa.store(std::min(static_cast<int>(isa), static_cast<int>(kCpuIsa)));

@@ -54,5 +54,8 @@ enum class KernelIsa { Scalar = 0, Avx512 = 1, Avx512Bf16 = 2 };
 KernelIsa kernel_isa();
 // Never above what the CPU has; returns the ISA now in effect.
 KernelIsa set_kernel_isa(KernelIsa isa);
+// How far ahead (bytes) the GEMV kernels prefetch weight lines: 8 KB on AMD, 2 KB elsewhere,
+// MOEFORGE_PREFETCH_BYTES to override; 0 on CPUs without the AVX-512 kernels.
+int64_t prefetch_bytes();
 
 }  // namespace mf::moe
