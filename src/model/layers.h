@@ -14,12 +14,11 @@
 #include "model/ffn_block.h"
 #include "model/hooks.h"
 #include "model/kv_cache.h"
+#include "moe/kernels.h"
 
 namespace mf {
 
-// y = x Wᵀ + b: at::linear, except for inference on a few rows of bf16 or fp32 (decode): there a kernel
-// that streams each weight row once (moe::small_batch_matmul) replaces libtorch's slow GEMV.
-at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+using moe::apply_linear;  // at::linear with the decode GEMV kernel (moe/kernels.h)
 
 // A LoRA adapter of one Linear (Hu et al. 2021, PEFT semantics):
 //   delta(x) = (alpha / r) * B A dropout(x),   A [r, in], B [out, r]

@@ -546,4 +546,33 @@ void axpy_bf16(float w, const void* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += w * bf16_to_float(xb[i]);
 }
 
+at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  constexpr int64_t kSmallBatchRows = 8;  // up to here the weight stream dominates
+  const int64_t n = w.size(-1);
+  const bool needs_grad =
+      at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+  const at::ScalarType wt = w.scalar_type();
+  const bool small = !needs_grad && x.device().is_cpu() && w.device().is_cpu() && w.dim() == 2 &&
+                     (wt == at::kBFloat16 || wt == at::kFloat) && x.scalar_type() == wt && w.is_contiguous() &&
+                     x.numel() > 0 && x.numel() <= kSmallBatchRows * n;
+  if (!small) return at::linear(x, w, b);
+  // The kernel reads bf16 or fp32 x as it is and writes y directly: at batch 1 each torch op's
+  // fixed cost is a visible share of the ~100 us a projection takes. fp32 too: libtorch's fp32 GEMV reaches well under half
+  // the memory bandwidth at batch 1.
+  const bool bf16 = wt == at::kBFloat16;
+  const at::Tensor xc = x.contiguous();
+  const int64_t T = x.numel() / n, R = w.size(0);
+  std::vector<float> bf;
+  if (b.defined()) {
+    const at::Tensor bc = b.to(at::kFloat).contiguous();
+    bf.assign(bc.data_ptr<float>(), bc.data_ptr<float>() + R);
+  }
+  auto shape = x.sizes().vec();
+  shape.back() = R;
+  at::Tensor y = at::empty(shape, x.options());
+  small_batch_matmul(xc.data_ptr(), bf16, T, n, w.data_ptr(), bf16, R, bf.empty() ? nullptr : bf.data(),
+                          y.data_ptr(), bf16);
+  return y;
+}
+
 }  // namespace mf::moe

@@ -45,6 +45,11 @@ void fused_small_batch(const void* x, bool x_bf16, int64_t T, int64_t d, bool bf
 void small_batch_matmul(const void* x, bool x_bf16, int64_t T, int64_t n, const void* w, bool bf16, int64_t R,
                         const float* b, void* y, bool y_bf16);
 
+// y = x Wᵀ + b: at::linear, except for inference on a few rows of bf16 or fp32 (decode): there
+// small_batch_matmul replaces libtorch's GEMV, which streams weights slowly and, like every
+// torch op, costs a visible fixed share of a batch-1 step. Used by every projection and router.
+at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+
 // y[i] += w * x[i] for bf16 x, fp32 y (the combine's inner loop).
 void axpy_bf16(float w, const void* x, float* y, int64_t n);
 

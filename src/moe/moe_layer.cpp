@@ -82,7 +82,7 @@ MoEOutput MoELayerImpl::forward_full(const at::Tensor& x_in, const MoECallbacks*
   at::Tensor sg;
   if (shared_ && shared_gate_w_.defined()) {
     const at::ScalarType rd = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    sg = at::sigmoid(at::linear(x.to(rd), shared_gate_w_.to(rd)));
+    sg = at::sigmoid(apply_linear(x.to(rd), shared_gate_w_.to(rd)));
     o.shared_gate = sg;
   }
 

@@ -1,6 +1,7 @@
 #include "moe/routers/avgk_router.h"
 
 #include "moe/expert_bank.h"
+#include "moe/kernels.h"
 #include "moe/routers/registry.h"
 
 namespace mf::moe {
@@ -32,7 +33,7 @@ void AvgKRouterImpl::refresh(const ExpertBankImpl& bank) {
 
 RouterOutput AvgKRouterImpl::route(const at::Tensor& x, bool training) {
   const at::ScalarType dt = routing_dtype(x);
-  at::Tensor logits = at::linear(x.to(dt), gate_.to(dt));
+  at::Tensor logits = apply_linear(x.to(dt), gate_.to(dt));
   return finish(logits, training);
 }
 

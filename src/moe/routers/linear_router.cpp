@@ -1,5 +1,6 @@
 #include "moe/routers/linear_router.h"
 
+#include "moe/kernels.h"
 #include "moe/routers/registry.h"
 #include "util/rng.h"
 
@@ -24,7 +25,7 @@ LinearRouterImpl::LinearRouterImpl(const at::Tensor& weight, SelectionConfig sel
 RouterOutput LinearRouterImpl::route(const at::Tensor& x, bool training) {
   const at::ScalarType dt = routing_dtype(x);
   at::Tensor xr = maybe_jitter(x.to(dt), training);
-  at::Tensor logits = at::linear(xr, weight_.to(dt), bias_.defined() ? bias_.to(dt) : at::Tensor());
+  at::Tensor logits = apply_linear(xr, weight_.to(dt), bias_.defined() ? bias_.to(dt) : at::Tensor());
   return finish(logits, training);
 }
 
