@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <optional>
 
 #include "model/decode_attention.h"
 #include "moe/kernels.h"
@@ -310,8 +311,73 @@ GatedMLP::GatedMLP(int64_t hidden, int64_t inner, const std::string& act_, bool 
   down = register_module(down_name, std::make_shared<Linear>(inner, hidden, bias));
 }
 
+namespace {
+
+// `activation(name, x)` as the fused kernel's activation, if it has it.
+std::optional<moe::Act> kernel_act(const std::string& name) {
+  if (name == "silu" || name == "swish") return moe::Act::SiLU;
+  if (name == "gelu") return moe::Act::GELU;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return moe::Act::GELUTanh;
+  if (name == "relu") return moe::Act::ReLU;
+  return std::nullopt;
+}
+
+// A parameter the fused kernel can read in place: CPU, contiguous, `dt`, no gradient wanted.
+bool kernel_readable(const at::Tensor& t, at::ScalarType dt) {
+  return t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == dt &&
+         !(at::GradMode::is_enabled() && t.requires_grad());
+}
+
+}  // namespace
+
+// Inference on a few rows (decode): gate, up, activation and down in one kernel call
+// (moe::fused_small_batch, the MoE layer's expert path) instead of five ops with their
+// allocations and three parallel regions. Undefined where the op chain must run.
+at::Tensor GatedMLP::forward_small_batch(const at::Tensor& x, Hooks* hooks, int layer) {
+  constexpr int64_t kSmallBatchRows = 8;
+  const at::Tensor &wg = gate->weight, &wu = up->weight, &wd = down->weight;
+  const at::ScalarType dt = wg.scalar_type();
+  const int64_t d = wg.size(1), T = x.numel() / std::max<int64_t>(d, 1);
+  const std::optional<moe::Act> kact = kernel_act(act);
+  if (!kact || (dt != at::kFloat && dt != at::kBFloat16) || !kernel_readable(x, dt) || x.numel() == 0 ||
+      x.size(-1) != d || T > kSmallBatchRows || wd.size(0) != d)
+    return {};
+  for (const auto& l : {gate, up, down})
+    if (l->lora || !kernel_readable(l->weight, dt) ||
+        (l->bias.defined() && l->bias.requires_grad() && at::GradMode::is_enabled()))
+      return {};
+  if (hooks && (hooks->wants(HookPoint::ffn_preact, layer) || hooks->wants(HookPoint::ffn_intermediate, layer)))
+    return {};
+  moe::DecodeJob job;
+  job.w_in = wg.data_ptr();
+  job.w_up = wu.data_ptr();
+  job.w_out = wd.data_ptr();
+  job.f = wg.size(0);
+  job.act = *kact;
+  at::Tensor b_in, b_out;  // fp32 copies alive for the call
+  if (gate->bias.defined() || up->bias.defined()) {
+    auto fp32 = [&](const std::shared_ptr<Linear>& l) {
+      return l->bias.defined() ? l->bias.to(at::kFloat) : at::zeros({job.f}, at::kFloat);
+    };
+    b_in = at::cat({fp32(gate), fp32(up)});
+    job.b_in = b_in.data_ptr<float>();
+  }
+  if (down->bias.defined()) {
+    b_out = down->bias.to(at::kFloat).contiguous();
+    job.b_out = b_out.data_ptr<float>();
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    job.tokens.push_back(t);
+    job.gates.push_back(1.f);
+  }
+  at::Tensor y = at::zeros({T, d}, at::kFloat);
+  moe::fused_small_batch(x.data_ptr(), dt == at::kBFloat16, T, d, dt == at::kBFloat16, {job}, y.data_ptr<float>());
+  return y.to(dt).view(x.sizes());
+}
+
 at::Tensor GatedMLP::forward(const at::Tensor& x, Hooks* hooks, int layer, const at::Tensor& valid, int expert,
                              const at::Tensor& tokens) {
+  if (at::Tensor y = forward_small_batch(x, hooks, layer); y.defined()) return y;
   at::Tensor g = gate->forward(x);
   if (hooks && hooks->wants(HookPoint::ffn_preact, layer)) g = hooks->fire(HookPoint::ffn_preact, layer, g, valid, expert, tokens);
   at::Tensor h = activation(act, g) * up->forward(x);

@@ -141,6 +141,9 @@ struct GatedMLP : FfnBlock {
                      int expert = -1, const at::Tensor& tokens = {});
   std::shared_ptr<Linear> gate, up, down;
   std::string act;
+
+ private:
+  at::Tensor forward_small_batch(const at::Tensor& x, Hooks* hooks, int layer);
 };
 
 // Fills every parameter: norms ~ 1 + 0.1 N(0,1) (so tests notice a missing norm weight),

@@ -381,16 +381,20 @@ void fused_impl(const XT* x, int64_t T, int64_t d, const std::vector<DecodeJob>&
       xs.resize(nt);
       tmp.resize(nt);
       for (int64_t i = 0; i < nt; ++i) xs[i] = x + job.tokens[i] * d;
-      const int64_t rend = std::min(r1, row_begin[j + 1]);
+      // The job's input rows [0, f) are w_in's and [f, 2f) w_up's when the up matrix is separate.
+      const int64_t lr0 = r - row_begin[j];
+      const bool from_up = job.w_up && lr0 >= job.f;
+      const int64_t first = from_up ? job.f : 0;  // the job's row that is row 0 of matrix w
+      const char* w = static_cast<const char*>(from_up ? job.w_up : job.w_in);
+      const int64_t rend = std::min({r1, row_begin[j + 1], row_begin[j] + (job.w_up && !from_up ? job.f : nin)});
       if (nt == 1) {  // h of a single token is contiguous in the row index
-        const int64_t lr = r - row_begin[j];
-        dot_rows_one_x<BF16>(job.w_in, d, lr, lr + (rend - r), xs[0], h.data() + h_off[j] + lr);
+        dot_rows_one_x<BF16>(w, d, lr0 - first, rend - row_begin[j] - first, xs[0], h.data() + h_off[j] + lr0);
         r = rend;
         continue;
       }
       for (; r < rend; ++r) {
         const int64_t lr = r - row_begin[j];
-        dot_rows<BF16>(static_cast<const char*>(job.w_in) + lr * d * esz, d, xs.data(), nt, tmp.data());
+        dot_rows<BF16>(w + (lr - first) * d * esz, d, xs.data(), nt, tmp.data());
         for (int64_t i = 0; i < nt; ++i) h[h_off[j] + i * nin + lr] = tmp[i];
       }
     }

@@ -19,6 +19,7 @@ at::Tensor expert_activation(const at::Tensor& h, const at::Tensor& b_in, int64_
 // One selected expert in the fused small-batch path.
 struct DecodeJob {
   const void* w_in = nullptr;   // [(gated ? 2 : 1) * f, d] row-major, bf16 or fp32 (as `bf16`)
+  const void* w_up = nullptr;   // or, when set, w_in holds the gate's f rows and this the up's f
   const void* w_out = nullptr;  // [d, f] row-major
   const float* b_in = nullptr;  // [(gated ? 2 : 1) * f] or null
   const float* b_out = nullptr; // [d] or null
