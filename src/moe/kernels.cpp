@@ -204,7 +204,8 @@ void dot_rows_scalar(const void* wrow, int64_t n, const XT* const* xs, int nx, f
 // Rapids 2 KB beat 8 KB by 8-17 % (8 KB fell below no prefetch at all for bf16 on two threads).
 // MOEFORGE_PREFETCH_BYTES overrides it (0: no software prefetch), for A/B runs on other CPUs.
 int64_t initial_prefetch_bytes() {
-  if (const char* env = std::getenv("MOEFORGE_PREFETCH_BYTES")) return std::max<int64_t>(0, std::atoll(env)) & ~int64_t(63);
+  if (const char* env = std::getenv("MOEFORGE_PREFETCH_BYTES"))
+    return std::max<int64_t>(0, std::atoll(env)) & ~int64_t(63);  // whole cache lines
   return __builtin_cpu_is("amd") ? 8192 : 2048;
 }
 const int64_t kPrefetchBytes = initial_prefetch_bytes();
@@ -561,8 +562,8 @@ at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
                      x.numel() > 0 && x.numel() <= kSmallBatchRows * n;
   if (!small) return at::linear(x, w, b);
   // The kernel reads bf16 or fp32 x as it is and writes y directly: at batch 1 each torch op's
-  // fixed cost is a visible share of the ~100 us a projection takes. fp32 too: libtorch's fp32 GEMV reaches well under half
-  // the memory bandwidth at batch 1.
+  // fixed cost is a visible share of the ~100 us a projection takes. fp32 too: libtorch's fp32
+  // GEMV reaches well under half the memory bandwidth at batch 1.
   const bool bf16 = wt == at::kBFloat16;
   const at::Tensor xc = x.contiguous();
   const int64_t T = x.numel() / n, R = w.size(0);
@@ -574,8 +575,8 @@ at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
   auto shape = x.sizes().vec();
   shape.back() = R;
   at::Tensor y = at::empty(shape, x.options());
-  small_batch_matmul(xc.data_ptr(), bf16, T, n, w.data_ptr(), bf16, R, bf.empty() ? nullptr : bf.data(),
-                          y.data_ptr(), bf16);
+  small_batch_matmul(xc.data_ptr(), bf16, T, n, w.data_ptr(), bf16, R, bf.empty() ? nullptr : bf.data(), y.data_ptr(),
+                     bf16);
   return y;
 }
 
