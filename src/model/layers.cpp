@@ -322,10 +322,11 @@ std::optional<moe::Act> kernel_act(const std::string& name) {
   return std::nullopt;
 }
 
-// A parameter the fused kernel can read in place: CPU, contiguous, `dt`, no gradient wanted.
+bool wants_grad(const at::Tensor& t) { return t.defined() && t.requires_grad() && at::GradMode::is_enabled(); }
+
+// A tensor the fused kernel can read in place: CPU, contiguous, `dt`, no gradient wanted.
 bool kernel_readable(const at::Tensor& t, at::ScalarType dt) {
-  return t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == dt &&
-         !(at::GradMode::is_enabled() && t.requires_grad());
+  return t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == dt && !wants_grad(t);
 }
 
 }  // namespace
@@ -334,18 +335,15 @@ bool kernel_readable(const at::Tensor& t, at::ScalarType dt) {
 // (moe::fused_small_batch, the MoE layer's expert path) instead of five ops with their
 // allocations and three parallel regions. Undefined where the op chain must run.
 at::Tensor GatedMLP::forward_small_batch(const at::Tensor& x, Hooks* hooks, int layer) {
-  constexpr int64_t kSmallBatchRows = 8;
   const at::Tensor &wg = gate->weight, &wu = up->weight, &wd = down->weight;
   const at::ScalarType dt = wg.scalar_type();
   const int64_t d = wg.size(1), T = x.numel() / std::max<int64_t>(d, 1);
   const std::optional<moe::Act> kact = kernel_act(act);
   if (!kact || (dt != at::kFloat && dt != at::kBFloat16) || !kernel_readable(x, dt) || x.numel() == 0 ||
-      x.size(-1) != d || T > kSmallBatchRows || wd.size(0) != d)
+      x.size(-1) != d || T > moe::kSmallBatchRows || wd.size(0) != d)
     return {};
   for (const auto& l : {gate, up, down})
-    if (l->lora || !kernel_readable(l->weight, dt) ||
-        (l->bias.defined() && l->bias.requires_grad() && at::GradMode::is_enabled()))
-      return {};
+    if (l->lora || !kernel_readable(l->weight, dt) || wants_grad(l->bias)) return {};
   if (hooks && (hooks->wants(HookPoint::ffn_preact, layer) || hooks->wants(HookPoint::ffn_intermediate, layer)))
     return {};
   moe::DecodeJob job;

@@ -552,7 +552,6 @@ void axpy_bf16(float w, const void* x, float* y, int64_t n) {
 }
 
 at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  constexpr int64_t kSmallBatchRows = 8;  // up to here the weight stream dominates
   const int64_t n = w.size(-1);
   const bool needs_grad =
       at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));

@@ -46,6 +46,9 @@ void fused_small_batch(const void* x, bool x_bf16, int64_t T, int64_t d, bool bf
 void small_batch_matmul(const void* x, bool x_bf16, int64_t T, int64_t n, const void* w, bool bf16, int64_t R,
                         const float* b, void* y, bool y_bf16);
 
+// Up to this many rows of x the decode kernels replace libtorch's ops: the weight stream dominates.
+constexpr int64_t kSmallBatchRows = 8;
+
 // y = x Wᵀ + b: at::linear, except for inference on a few rows of bf16 or fp32 (decode): there
 // small_batch_matmul replaces libtorch's GEMV, which streams weights slowly and, like every
 // torch op, costs a visible fixed share of a batch-1 step. Used by every projection and router.

@@ -1,7 +1,7 @@
 // Large CPU tensors on transparent huge pages. Batch-1 decoding streams every weight once per
 // token; with 4 KB pages a core walks the page table every 4 KB and its hardware prefetcher stops
 // at each page boundary. Measured on the Mixtral-shaped bench model: +20-45 % decode tokens/s
-// (docs/benchmarks.md). llama.cpp gets the same from the page cache's large folios of its mmap.
+// (docs/benchmarks.md).
 #pragma once
 
 #include <cstddef>
